@@ -1,0 +1,1 @@
+"""One module per experiment: figures built only from what the tracking store holds."""

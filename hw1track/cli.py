@@ -1,0 +1,149 @@
+"""The `hw1track` command: list, run and analyze the experiments.
+
+Every user mistake ends in one line on stderr and a non-zero exit code, before
+anything is written to the tracking store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from hw1track import config as configs
+from hw1track.errors import Hw1Error, UsageError
+from hw1track.experiment import Experiment, discover, get_experiment, resolve_device, run_experiment
+from hw1track.tracking import Store, Terminated, TrackedRun, raise_on_sigterm
+
+TRACKING_URI = click.option("--tracking-uri", default=None, metavar="URI",
+                            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
+
+
+def _selected(name: str) -> list[Experiment]:
+    return list(discover().values()) if name == "all" else [get_experiment(name)]
+
+
+def _settings_for(experiment: Experiment, assignments: tuple[str, ...], many: bool) -> list[str]:
+    """With `all`, a --set key applies to the experiments that have it (it must exist in at least one)."""
+    if not many:
+        return list(assignments)
+    fields = {f.name for f in dataclasses.fields(next(iter(experiment.presets.values())))}
+    return [a for a in assignments if a.partition("=")[0].strip() in fields]
+
+
+def _check_keys_exist_somewhere(experiments: list[Experiment], assignments: tuple[str, ...]) -> None:
+    known = set()
+    for experiment in experiments:
+        known |= {f.name for f in dataclasses.fields(next(iter(experiment.presets.values())))}
+    for assignment in assignments:
+        key = assignment.partition("=")[0].strip()
+        if key not in known:
+            raise UsageError(f"unknown setting {key!r} (no selected experiment has it)")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Run the HW1 experiments on MNIST and track them in MLflow."""
+
+
+@cli.command("list")
+@TRACKING_URI
+def list_experiments(tracking_uri: str | None) -> None:
+    """The experiments, and the latest finished run of each in the store."""
+    from hw1track.query import StoreReader
+
+    reader = StoreReader(tracking_uri)
+    for name, experiment in discover().items():
+        parents = reader.parents(name)
+        if parents:
+            run = parents[0]
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
+            status = f"finished ({run.data.tags.get('hw1track.preset')}, {when})"
+        else:
+            status = "not run"
+        click.echo(f"{name:<13} {status:<32} {experiment.summary}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--preset", default="quick", show_default=True, help="quick (minutes) or full (the homework's scale).")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override a config field; repeatable.")
+@click.option("--seed", type=int, default=None, help="Base seed (each model derives its own from it).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--mnist-dir", default=None, metavar="DIR",
+              help="Folder with the MNIST IDX files to import (default: $HW1TRACK_MNIST_DIR).")
+@TRACKING_URI
+def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, device: str,
+        mnist_dir: str | None, tracking_uri: str | None) -> None:
+    """Train experiment NAME (or all) and log it to MLflow."""
+    experiments = _selected(name)
+    if seed is not None:
+        assignments = (*assignments, f"seed={seed}")
+    many = len(experiments) > 1
+    if many:
+        _check_keys_exist_somewhere(experiments, assignments)
+    planned = [(e, configs.resolve(e.presets, preset, _settings_for(e, assignments, many))) for e in experiments]
+    torch_device = resolve_device(device)
+    store = Store(tracking_uri)
+    for experiment, config in planned:
+        started = time.perf_counter()
+        run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir)
+        click.echo(f"{experiment.name}: finished in {time.perf_counter() - started:.1f}s, parent run {run_id} "
+                   f"({store.uri})")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--run-id", default=None, help="Parent run to draw (default: the newest finished one).")
+@click.option("--out", default="figures", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the PNG files (one subfolder per experiment).")
+@TRACKING_URI
+def analyze(name: str, run_id: str | None, out: str, tracking_uri: str | None) -> None:
+    """Draw the figures of NAME (or all) from the store and log them to its parent run."""
+    from hw1track.plotting import save_figures
+    from hw1track.query import StoreReader
+
+    experiments = _selected(name)
+    if run_id and len(experiments) > 1:
+        raise UsageError("--run-id needs a single experiment, not all")
+    reader = StoreReader(tracking_uri)
+    parents = [(e, reader.latest_parent(e.name, run_id)) for e in experiments]  # fail before drawing anything
+    for experiment, parent in parents:
+        figures = experiment.analysis().figures(reader, parent)
+        paths = save_figures(figures, Path(out) / experiment.name, TrackedRun(reader.client, parent.info.run_id))
+        click.echo(f"{experiment.name}: {len(paths)} figures in {Path(out) / experiment.name} "
+                   f"(logged to run {parent.info.run_id})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one-line errors, exit 2 for bad input, 130/143 when interrupted."""
+    for noisy in ("mlflow", "alembic"):  # database set-up chatter hides the progress lines
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    raise_on_sigterm()
+    try:
+        cli.main(args=argv, prog_name="hw1track", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(0)
+    except click.UsageError as exc:
+        click.echo(f"hw1track: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except Hw1Error as exc:
+        click.echo(f"hw1track: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("hw1track: interrupted; the active runs were marked KILLED", err=True)
+        sys.exit(130)
+    except Terminated:
+        click.echo("hw1track: terminated; the active runs were marked KILLED", err=True)
+        sys.exit(143)
+    except click.exceptions.Abort:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

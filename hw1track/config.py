@@ -1,0 +1,125 @@
+"""Experiment settings: a frozen dataclass per experiment, named presets, and
+`--set key=value` overrides parsed by each field's declared type.
+
+Parsing and validating everything before a run starts is what lets a typo fail
+with one line and leave the tracking store untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hw1track.errors import UsageError
+
+
+def setting(default: Any, *, minimum: float | None = None, choices: Sequence[Any] | None = None,
+            allow_any: bool = False) -> Any:
+    """A config field with its bounds.
+
+    Numbers default to "strictly positive" because almost every knob here is a
+    count, a size or a rate; `minimum` makes the bound inclusive instead (seeds
+    may be 0) and `allow_any` lifts it (interpolation coefficients).
+    """
+    metadata = {"minimum": minimum, "choices": tuple(choices) if choices else None,
+                "allow_any": allow_any}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _parse_scalar(text: str, kind: type) -> Any:
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"expected true or false, got {text!r}")
+    if kind is int:
+        return int(text)
+    if kind is float:
+        return float(text)
+    return text.strip()
+
+
+def parse_value(text: str, annotation: Any) -> Any:
+    """Parse `text` as `annotation`: int, float, str, bool or tuple[T, ...] (comma separated)."""
+    if typing.get_origin(annotation) is tuple:
+        (item_type, *_rest) = typing.get_args(annotation)
+        items = [part for part in text.split(",") if part.strip()]
+        return tuple(_parse_scalar(part, item_type) for part in items)
+    return _parse_scalar(text, annotation)
+
+
+def _describe(annotation: Any) -> str:
+    if typing.get_origin(annotation) is tuple:
+        return f"a comma-separated list of {typing.get_args(annotation)[0].__name__}"
+    return f"a {annotation.__name__}"
+
+
+def validate(config: Any) -> None:
+    """Reject values no experiment could run with (non-positive sizes, empty lists, unknown choices)."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        meta = field.metadata
+        values = value if isinstance(value, tuple) else (value,)
+        if isinstance(value, tuple) and not value:
+            raise UsageError(f"{field.name} must not be empty")
+        for item in values:
+            choices = meta.get("choices")
+            if choices and item not in choices:
+                raise UsageError(f"{field.name}={item!r} is not one of {', '.join(map(str, choices))}")
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or meta.get("allow_any"):
+                continue
+            minimum = meta.get("minimum")
+            if minimum is None and item <= 0:
+                raise UsageError(f"{field.name} must be > 0, got {item}")
+            if minimum is not None and item < minimum:
+                raise UsageError(f"{field.name} must be >= {minimum}, got {item}")
+
+
+def apply_overrides(config: Any, assignments: Sequence[str]) -> Any:
+    """Return `config` with each `key=value` applied, parsed by the field's type."""
+    types = _field_types(type(config))
+    changes: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set expects key=value, got {assignment!r}")
+        if key not in types:
+            known = ", ".join(sorted(types))
+            raise UsageError(f"unknown setting {key!r} (known: {known})")
+        try:
+            changes[key] = parse_value(raw, types[key])
+        except ValueError:
+            raise UsageError(f"{key}={raw!r}: expected {_describe(types[key])}") from None
+    return dataclasses.replace(config, **changes)
+
+
+def resolve(presets: Mapping[str, Any], preset: str, assignments: Sequence[str] = ()) -> Any:
+    """The validated config of `preset` with the command line's overrides applied."""
+    if preset not in presets:
+        raise UsageError(f"unknown preset {preset!r} (known: {', '.join(presets)})")
+    config = apply_overrides(presets[preset], assignments)
+    validate(config)
+    return config
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain JSON-ready values (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def to_params(config: Any) -> dict[str, str]:
+    """Flat string params for MLflow; lists are comma-joined so they read as typed on the command line."""
+    params = {}
+    for key, value in dataclasses.asdict(config).items():
+        params[key] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return params

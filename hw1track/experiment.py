@@ -1,0 +1,148 @@
+"""Experiments as plug-ins: discovery of `runs/`, and the context a run module trains in.
+
+A run module declares `Config`, `PRESETS`, `DATA` ("mnist" or "synthetic") and
+`run(config, ctx)`; its first docstring line is its summary. Everything that is
+the same for all experiments (opening the parent run, provenance, data,
+device, training one model as a child run) happens here, once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from hw1track import config as configs
+from hw1track import data as mnist_data
+from hw1track.errors import UsageError
+from hw1track.models import n_params
+from hw1track.provenance import git_commit, package_versions
+from hw1track.tracking import (MLFLOW_GIT_COMMIT, TAG_GIT_COMMIT, TAG_MNIST_MD5, ParentRun, Store, TrackedRun,
+                               parent_run)
+from hw1track.train import Split, Task, fit
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    summary: str
+    module: ModuleType
+
+    @property
+    def presets(self) -> Mapping[str, Any]:
+        return self.module.PRESETS
+
+    @property
+    def uses_mnist(self) -> bool:
+        return getattr(self.module, "DATA", "synthetic") == "mnist"
+
+    def analysis(self) -> ModuleType:
+        return importlib.import_module(f"analysis.{self.name}")
+
+
+def discover() -> dict[str, Experiment]:
+    """Every module in `runs/`, in study order (names sort as part1_1a < part1_1b < ... < part1_3c_ii)."""
+    import runs
+
+    found = {}
+    for info in sorted(pkgutil.iter_modules(runs.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"runs.{info.name}")
+        summary = (module.__doc__ or info.name).strip().splitlines()[0]
+        found[info.name] = Experiment(info.name, summary, module)
+    return found
+
+
+def get_experiment(name: str) -> Experiment:
+    known = discover()
+    if name not in known:
+        raise UsageError(f"unknown experiment {name!r} (known: {', '.join(known)}, or all)")
+    return known[name]
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+@dataclass
+class RunContext:
+    """What a run module sees: its parent run, the device, and the data."""
+
+    parent: ParentRun
+    device: torch.device
+    mnist_data: mnist_data.Mnist | None
+
+    def mnist(self) -> mnist_data.Mnist:
+        if self.mnist_data is None:
+            raise RuntimeError("this experiment did not declare DATA = 'mnist'")
+        return self.mnist_data
+
+    def report(self, message: str) -> None:
+        print(f"[{self.parent.experiment}] {message}", file=sys.stderr, flush=True)
+
+    def train_model(self, name: str, model: nn.Module, *, seed: int, train: Split, eval_splits: Mapping[str, Split],
+                    task: Task, epochs: int, batch_size: int, lr: float, params: Mapping[str, Any],
+                    log_artifacts: Callable[[TrackedRun, nn.Module], None] | None = None,
+                    **fit_options: Any) -> dict[str, float]:
+        """Train one model as a child run: standard params, per-epoch metrics, final weights.
+
+        `params` adds what the experiment varies (target, width, ...); `log_artifacts`
+        stores anything else the analysis needs once training is done.
+        """
+        standard = {"model": name, "n_params": n_params(model), "seed": seed, "lr": lr,
+                    "batch_size": min(batch_size, len(train[0])), "epochs": epochs, "n_train": len(train[0])}
+        started = time.perf_counter()
+        with self.parent.child(name, {**standard, **params}) as child:
+            final = fit(model, train, task=task, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                        eval_splits=eval_splits, sink=child, desc=name, **fit_options)
+            child.log_state_dict(model)
+            if log_artifacts:
+                log_artifacts(child, model)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in final.items())
+        self.report(f"{name}: P={standard['n_params']}, {epochs} epochs in {time.perf_counter() - started:.1f}s, {shown}")
+        return final
+
+
+def _parent_tags(experiment: Experiment, config: Any, uses_mnist: bool) -> dict[str, str]:
+    commit = git_commit()
+    tags = {TAG_GIT_COMMIT: commit, MLFLOW_GIT_COMMIT: commit.removesuffix("-dirty"), "hw1track.seed": config.seed}
+    tags.update({f"hw1track.version.{name}": version for name, version in package_versions().items()})
+    if uses_mnist:
+        tags[TAG_MNIST_MD5] = mnist_data.dataset_checksum()
+    return tags
+
+
+def run_experiment(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
+                   mnist_dir: str | None = None) -> str:
+    """Train everything `experiment` declares under one parent run; returns the parent's run id.
+
+    Data are loaded before the parent run opens, so a missing or corrupted MNIST
+    fails without leaving anything in the store.
+    """
+    data = mnist_data.load_mnist(source=mnist_dir).to(device) if experiment.uses_mnist else None
+    run_name = f"{experiment.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tags = _parent_tags(experiment, config, experiment.uses_mnist)
+    with parent_run(store, experiment.name, preset, run_name, tags) as parent:
+        parent.log_params({**configs.to_params(config), "preset": preset, "device": str(device)})
+        parent.log_json({"experiment": experiment.name, "preset": preset, "config": configs.to_dict(config),
+                         "device": str(device), "git_commit": tags[TAG_GIT_COMMIT],
+                         "versions": package_versions(), "argv": sys.argv,
+                         "mnist_md5": dict(mnist_data.MNIST_MD5) if data is not None else None},
+                        "run_config.json")
+        experiment.module.run(config, RunContext(parent, device, data))
+        return parent.run_id

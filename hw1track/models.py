@@ -1,0 +1,49 @@
+"""The two model families of HW1: fully connected nets and small CNNs, named by their widths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+
+def n_params(model: nn.Module) -> int:
+    """P: every trainable parameter, biases included."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _dense_layers(widths: Sequence[int]) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if i < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return layers
+
+
+def mlp(widths: Sequence[int]) -> nn.Sequential:
+    """ReLU network through `widths`, input and output included: mlp((1, 190, 1)) is 1-190-1."""
+    return nn.Sequential(nn.Flatten(), *_dense_layers(widths))
+
+
+def cnn(channels: Sequence[int], dense: Sequence[int], n_classes: int = 10, side: int = 28,
+        kernel: int = 3) -> nn.Sequential:
+    """Conv(k, same padding)-ReLU-MaxPool(2) blocks with `channels`, then an MLP with `dense` hidden widths.
+
+    Each block halves the image side, so depth trades spatial size for channels
+    while the dense head absorbs the difference in P.
+    """
+    layers: list[nn.Module] = []
+    fan_in = 1
+    for width in channels:
+        layers += [nn.Conv2d(fan_in, width, kernel, padding=kernel // 2), nn.ReLU(), nn.MaxPool2d(2)]
+        fan_in = width
+        side //= 2
+    layers.append(nn.Flatten())
+    layers += _dense_layers((fan_in * side * side, *dense, n_classes))
+    return nn.Sequential(*layers)
+
+
+def describe(widths: Sequence[int]) -> str:
+    """'1-190-1' for the widths (1, 190, 1)."""
+    return "-".join(map(str, widths))

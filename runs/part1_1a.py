@@ -1,0 +1,68 @@
+"""part1_1a: deep vs shallow networks of equal size fitting sinc and a square wave.
+
+Three fully connected ReLU nets with (almost) the same number of parameters but
+depths 7, 4 and 1 are fitted by full-batch Adam to sin(5πx)/(5πx) and to
+sgn(sin(5πx)) on 1,000 points of (0, 1]. Each model is a child run with its
+per-epoch MSE (`train_loss`), final weights and its predictions on the grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from hw1track.config import setting
+from hw1track.functions import TARGETS, sample_target
+from hw1track.models import describe, mlp
+from hw1track.train import REGRESSION, seeded_model
+
+DATA = "synthetic"
+
+# Depth varies, P does not: 571, 572 and 571 parameters.
+MODELS = {
+    "deep": (1, 5, 10, 10, 10, 10, 10, 5, 1),
+    "middle": (1, 10, 18, 15, 4, 1),
+    "shallow": (1, 190, 1),
+}
+# A fit whose loss stays near Var(y) has collapsed to a constant (dead ReLUs).
+STUCK_FRACTION_OF_VARIANCE = 0.5
+
+
+@dataclass(frozen=True)
+class Config:
+    targets: tuple[str, ...] = setting(("sinc", "sgn"), choices=tuple(TARGETS))
+    n_points: int = 1000
+    epochs: int = 20_000
+    lr: float = 1e-3
+    seed: int = setting(0, minimum=0)
+
+
+PRESETS = {
+    "full": Config(),
+    "quick": Config(epochs=1500),
+}
+
+
+def run(cfg: Config, ctx) -> None:
+    for t, target in enumerate(cfg.targets):
+        x, y = sample_target(target, cfg.n_points)
+        x, y = x.to(ctx.device), y.to(ctx.device)
+        for m, (name, widths) in enumerate(MODELS.items()):
+            seed = cfg.seed + t * len(MODELS) + m
+
+            def log_predictions(child, model, x=x, y=y):
+                with torch.no_grad():
+                    prediction = model(x)
+                grid = pd.DataFrame({"x": x.squeeze(1).cpu(), "y_true": y.squeeze(1).cpu(),
+                                     "y_pred": prediction.squeeze(1).cpu()})
+                child.log_csv(grid, "predictions.csv")
+                stuck = ((prediction - y) ** 2).mean() > STUCK_FRACTION_OF_VARIANCE * y.var()
+                child.set_tags({"hw1track.stuck": str(bool(stuck)).lower()})
+
+            model = seeded_model(lambda: mlp(widths), seed, ctx.device)
+            ctx.train_model(f"{target}/{name}", model, seed=seed, train=(x, y), eval_splits={"train": (x, y)},
+                            task=REGRESSION, epochs=cfg.epochs, batch_size=cfg.n_points, lr=cfg.lr,
+                            params={"target": target, "widths": describe(widths), "depth": len(widths) - 2},
+                            log_artifacts=log_predictions)

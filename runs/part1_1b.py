@@ -1,0 +1,54 @@
+"""part1_1b: deep vs shallow CNNs of equal size on MNIST.
+
+Three CNNs with 1, 2 and 3 convolution blocks and P within 1 % of each other
+(25,346, 25,108 and 25,333) are trained with the same recipe: Adam 1e-3,
+batch 128. Each logs per-epoch train and test loss and accuracy (full-set
+evaluations) and its final weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hw1track.config import setting
+from hw1track.data import subset
+from hw1track.models import cnn, describe
+from hw1track.train import CLASSIFICATION, seeded_model
+
+DATA = "mnist"
+
+# (conv channels, dense hidden widths): the dense head absorbs the P of the extra convolutions.
+MODELS = {
+    "cnn1": ((16,), (8,)),
+    "cnn2": ((8, 16), (30,)),
+    "cnn3": ((8, 16, 32), (65,)),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    train_size: int = setting(60_000, minimum=1)
+    test_size: int = setting(10_000, minimum=1)
+    seed: int = setting(0, minimum=0)
+
+
+PRESETS = {
+    "full": Config(),
+    "quick": Config(epochs=3, train_size=6_000, test_size=2_000),
+}
+
+
+def run(cfg: Config, ctx) -> None:
+    mnist = ctx.mnist()
+    train = subset(mnist.train_x, mnist.train_y, cfg.train_size, cfg.seed)
+    test = subset(mnist.test_x, mnist.test_y, cfg.test_size, cfg.seed)
+    for m, (name, (channels, dense)) in enumerate(MODELS.items()):
+        seed = cfg.seed + m
+        model = seeded_model(lambda: cnn(channels, dense), seed, ctx.device)
+        ctx.train_model(name, model, seed=seed, train=train, eval_splits={"train": train, "test": test},
+                        task=CLASSIFICATION, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                        params={"conv_layers": len(channels), "channels": describe(channels),
+                                "dense": describe(dense)})
