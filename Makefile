@@ -1,0 +1,37 @@
+# Set-up and everyday commands. Every target creates the virtual environment first if needed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# An offline copy of MNIST next to the project is used when present; otherwise set HW1TRACK_MNIST_DIR.
+HW1TRACK_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
+export HW1TRACK_MNIST_DIR
+
+.PHONY: setup demo full test ui bench clean-store
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup  ## the whole study on the quick preset, then every figure
+	$(BIN)/hw1track run all --preset quick
+	$(BIN)/hw1track analyze all
+
+full: setup  ## the whole study at the homework's scale
+	$(BIN)/hw1track run all --preset full
+	$(BIN)/hw1track analyze all
+
+test: setup
+	$(BIN)/pytest -q
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1
+
+bench: setup
+	$(BIN)/python benchmarks/tracking_overhead.py
+
+clean-store:  ## delete the local tracking store (database and artifacts)
+	rm -rf mlflow.db mlruns figures

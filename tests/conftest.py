@@ -1,0 +1,66 @@
+"""Shared fixtures: real MNIST (imported once per session) and a fresh SQLite store per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hw1track import config as configs
+from hw1track.data import ROOT_ENV, SOURCE_ENV, load_mnist
+from hw1track.experiment import get_experiment, run_experiment
+from hw1track.query import StoreReader
+from hw1track.tracking import Store
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _mnist_source() -> Path:
+    candidate = Path(os.environ.get(SOURCE_ENV) or REPO.parent / "shared" / "data" / "mnist")
+    if not candidate.is_dir():
+        pytest.exit(f"MNIST source folder {candidate} not found: set {SOURCE_ENV}", returncode=2)
+    return candidate
+
+
+@pytest.fixture(scope="session")
+def mnist_source() -> Path:
+    return _mnist_source()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_root(tmp_path_factory, mnist_source) -> Path:
+    """One imported copy of MNIST for the whole session, shared with CLI subprocesses via the environment."""
+    root = tmp_path_factory.mktemp("mnist-root")
+    os.environ[ROOT_ENV] = str(root)
+    os.environ[SOURCE_ENV] = str(mnist_source)
+    load_mnist(root, mnist_source)
+    return root
+
+
+@pytest.fixture
+def store_uri(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def reader(store_uri) -> StoreReader:
+    return StoreReader(store_uri)
+
+
+def run_quick(name: str, store_uri: str, *overrides: str, preset: str = "quick") -> str:
+    """Run experiment `name` in-process on the CPU; returns the parent run id."""
+    experiment = get_experiment(name)
+    config = configs.resolve(experiment.presets, preset, overrides)
+    return run_experiment(experiment, preset, config, Store(store_uri), torch.device("cpu"))
+
+
+def hw1track(*args: str, cwd: Path, env: dict[str, str] | None = None,
+             timeout: float = 600) -> subprocess.CompletedProcess:
+    """The command line in a fresh process, as a user would run it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "hw1track.cli", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -1,0 +1,52 @@
+"""The command line as a user runs it: run, analyze from a fresh process, list, and bad input."""
+
+import pytest
+
+from conftest import hw1track
+from hw1track.query import StoreReader
+
+
+@pytest.mark.slow
+def test_run_then_analyze_from_a_fresh_process(tmp_path):
+    done = hw1track("run", "part1_1a", "--preset", "quick", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlruns" / "part1_1a").is_dir()
+
+    drawn = hw1track("analyze", "part1_1a", cwd=tmp_path)
+    assert drawn.returncode == 0, drawn.stderr
+    names = {"loss_sinc.png", "loss_sgn.png", "predictions_sinc.png", "predictions_sgn.png"}
+    assert {p.name for p in (tmp_path / "figures" / "part1_1a").iterdir()} == names
+    reader = StoreReader(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = reader.latest_parent("part1_1a")
+    logged = {a.path for a in reader.client.list_artifacts(parent.info.run_id, "figures")}
+    assert logged == {f"figures/{name}" for name in names}
+
+    listed = hw1track("list", cwd=tmp_path)
+    assert listed.returncode == 0
+    line = next(line for line in listed.stdout.splitlines() if line.startswith("part1_1a"))
+    assert "finished (quick" in line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "part9"], "unknown experiment 'part9'"),
+    (["run", "part1_1a", "--set", "epoch=3"], "unknown setting 'epoch'"),
+    (["run", "part1_1a", "--set", "epochs=0"], "epochs must be > 0"),
+    (["run", "part1_1a", "--set", "lr=fast"], "lr='fast': expected a float"),
+    (["run", "part1_1a", "--preset", "huge"], "unknown preset 'huge'"),
+    (["run", "part1_1a", "--device", "tpu"], "unknown device 'tpu'"),
+    (["run", "part1_1a", "--bogus"], "No such option '--bogus'"),
+    (["analyze", "part1_1a"], "no finished run of part1_1a"),
+])
+def test_bad_input_is_one_line_exit_2_and_leaves_no_store(tmp_path, args, message):
+    done = hw1track(*args, cwd=tmp_path)
+    assert done.returncode == (1 if args[0] == "analyze" else 2), done.stderr
+    assert done.stderr.count("\n") == 1 and message in done.stderr and done.stderr.startswith("hw1track: error:")
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_missing_mnist_fails_before_touching_the_store(tmp_path):
+    done = hw1track("run", "part1_1b", "--mnist-dir", str(tmp_path / "nowhere"), cwd=tmp_path,
+                    env={"HW1TRACK_DATA_ROOT": str(tmp_path / "empty-root")})
+    assert done.returncode == 1
+    assert "does not exist; set HW1TRACK_MNIST_DIR" in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "mlflow.db").exists()

@@ -1,0 +1,37 @@
+"""--set parsing and validation: typos and bad values are refused before anything runs."""
+
+import pytest
+
+from hw1track.config import apply_overrides, resolve, to_params
+from hw1track.errors import UsageError
+from runs import part1_1a
+
+
+def test_overrides_are_parsed_by_field_type():
+    config = apply_overrides(part1_1a.Config(), ["epochs=7", "lr=0.01", "targets=sgn", "seed=0"])
+    assert (config.epochs, config.lr, config.targets, config.seed) == (7, 0.01, ("sgn",), 0)
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("epoch=3", "unknown setting 'epoch'"),
+    ("epochs=three", "expected a int"),
+    ("epochs=0", "epochs must be > 0"),
+    ("lr=-1e-3", "lr must be > 0"),
+    ("seed=-1", "seed must be >= 0"),
+    ("targets=", "targets must not be empty"),
+    ("targets=cosine", "not one of sinc, sgn"),
+    ("epochs", "expects key=value"),
+])
+def test_bad_settings_are_refused(assignment, message):
+    with pytest.raises(UsageError, match=message):
+        resolve(part1_1a.PRESETS, "quick", [assignment])
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(UsageError, match="unknown preset 'medium'"):
+        resolve(part1_1a.PRESETS, "medium")
+
+
+def test_params_read_like_the_command_line():
+    params = to_params(part1_1a.PRESETS["full"])
+    assert params["targets"] == "sinc,sgn" and params["epochs"] == "20000"

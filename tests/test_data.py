@@ -1,0 +1,76 @@
+"""MNIST import: checksums of the decompressed bytes, clear errors when data are missing or altered."""
+
+import gzip
+import shutil
+
+import pytest
+import torch
+
+from hw1track.data import MNIST_MD5, dataset_checksum, load_mnist, prepare_mnist, subset
+from hw1track.errors import DataUnavailable
+
+
+def test_mnist_is_in_memory_normalised_and_complete(data_root):
+    mnist = load_mnist(data_root)
+    assert mnist.train_x.shape == (60_000, 1, 28, 28) and mnist.test_x.shape == (10_000, 1, 28, 28)
+    assert mnist.train_x.dtype == torch.float32 and mnist.train_y.dtype == torch.int64
+    assert abs(mnist.train_x.mean().item()) < 0.01 and abs(mnist.train_x.std().item() - 1) < 0.01
+    assert torch.bincount(mnist.test_y).tolist()[:3] == [980, 1135, 1032]  # the published test class counts
+    assert mnist.checksum == dataset_checksum()
+
+
+def test_import_accepts_raw_idx_files(tmp_path, data_root):
+    source = tmp_path / "raw-source"
+    source.mkdir()
+    for name in MNIST_MD5:
+        shutil.copy(data_root / "MNIST" / "raw" / name, source / name)
+    root = prepare_mnist(tmp_path / "root", source)
+    assert sorted(p.name for p in (root / "MNIST" / "raw").iterdir()) == sorted(MNIST_MD5)
+
+
+def test_corrupted_file_fails_with_checksum_mismatch(tmp_path, mnist_source):
+    source = tmp_path / "corrupt"
+    source.mkdir()
+    for name in MNIST_MD5:
+        shutil.copy(mnist_source / f"{name}.gz", source / f"{name}.gz")
+    with gzip.open(mnist_source / "t10k-labels-idx1-ubyte.gz") as original:
+        labels = bytearray(original.read())
+    labels[-1] = (labels[-1] + 1) % 10
+    with gzip.open(source / "t10k-labels-idx1-ubyte.gz", "wb") as altered:
+        altered.write(bytes(labels))
+    with pytest.raises(DataUnavailable, match="checksum mismatch for .*t10k-labels-idx1-ubyte.gz"):
+        prepare_mnist(tmp_path / "root", source)
+    assert not (tmp_path / "root" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").exists()
+
+
+def test_truncated_gzip_fails_clearly(tmp_path, mnist_source):
+    source = tmp_path / "truncated"
+    source.mkdir()
+    for name in MNIST_MD5:
+        shutil.copy(mnist_source / f"{name}.gz", source / f"{name}.gz")
+    data = (source / "train-images-idx3-ubyte.gz").read_bytes()
+    (source / "train-images-idx3-ubyte.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataUnavailable, match="cannot read .*train-images-idx3-ubyte.gz"):
+        prepare_mnist(tmp_path / "root", source)
+
+
+def test_missing_folder_says_how_to_provide_the_files(tmp_path):
+    with pytest.raises(DataUnavailable, match="does not exist; set HW1TRACK_MNIST_DIR"):
+        prepare_mnist(tmp_path / "root", tmp_path / "nowhere")
+
+
+def test_no_data_and_no_download_says_how_to_provide_the_files(tmp_path, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    monkeypatch.delenv("HW1TRACK_MNIST_DIR", raising=False)
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # a closed port: the download fails fast
+    with pytest.raises(DataUnavailable, match="could not be downloaded .*HW1TRACK_MNIST_DIR"):
+        prepare_mnist(tmp_path / "empty-root")
+
+
+def test_subsets_are_fixed_by_seed(data_root):
+    mnist = load_mnist(data_root)
+    a = subset(mnist.train_x, mnist.train_y, 500, seed=3)
+    b = subset(mnist.train_x, mnist.train_y, 500, seed=3)
+    c = subset(mnist.train_x, mnist.train_y, 500, seed=4)
+    assert torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
