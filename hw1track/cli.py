@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from hw1track import config as configs
+from hw1track.data import load_mnist
 from hw1track.errors import Hw1Error, UsageError
 from hw1track.experiment import Experiment, discover, get_experiment, resolve_device, run_experiment
 from hw1track.tracking import Store, Terminated, TrackedRun, raise_on_sigterm
@@ -88,6 +89,8 @@ def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, 
         _check_keys_exist_somewhere(experiments, assignments)
     planned = [(e, configs.resolve(e.presets, preset, _settings_for(e, assignments, many))) for e in experiments]
     torch_device = resolve_device(device)
+    if any(e.uses_mnist for e, _ in planned):
+        load_mnist(source=mnist_dir)  # missing or corrupted data must fail before the store is created
     store = Store(tracking_uri)
     for experiment, config in planned:
         started = time.perf_counter()
@@ -135,14 +138,12 @@ def main(argv: list[str] | None = None) -> None:
     except Hw1Error as exc:
         click.echo(f"hw1track: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.exceptions.Abort):  # click turns Ctrl-C into Abort
         click.echo("hw1track: interrupted; the active runs were marked KILLED", err=True)
         sys.exit(130)
     except Terminated:
         click.echo("hw1track: terminated; the active runs were marked KILLED", err=True)
         sys.exit(143)
-    except click.exceptions.Abort:
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -37,4 +37,7 @@ def package_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
+    import torch
+
+    versions["torch"] = torch.__version__  # the build tag (+cpu, +cu130) matters for reproducing numbers
     return versions

@@ -26,7 +26,10 @@ class StoreReader:
 
     def __init__(self, uri: str | None = None):
         self.store = Store(uri)
-        self.client = self.store.client
+
+    @property
+    def client(self):
+        return self.store.client
 
     @classmethod
     def exists(cls, uri: str) -> bool:

@@ -9,6 +9,7 @@ Metrics are buffered and written with `log_batch`, because one synchronous
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID  # noqa: F401 (re-exported)
@@ -97,7 +99,20 @@ class Store:
             # Fail in seconds, not minutes, when the server is down.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-        self.client = MlflowClient(tracking_uri=self.uri)
+
+    @functools.cached_property
+    def client(self) -> MlflowClient:
+        """Created on first use: opening a SQLite store creates its database, which a failed command must not."""
+        database = local_database(self.uri)
+        if database is None:
+            return MlflowClient(tracking_uri=self.uri)
+        # Two processes opening a fresh SQLite store would both run its schema migrations and
+        # one would fail; the first query under a lock makes the set-up happen once.
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{database}.lock", timeout=120):
+            client = MlflowClient(tracking_uri=self.uri)
+            client.search_experiments(max_results=1)
+        return client
 
     def experiment_id(self, experiment: str, create: bool = False) -> str | None:
         name = mlflow_experiment_name(experiment)

@@ -101,13 +101,14 @@ def evaluate_splits(model: nn.Module, splits: Mapping[str, Split], task: Task) -
 
 def fit(model: nn.Module, train: Split, *, task: Task, epochs: int, batch_size: int, lr: float, seed: int,
         eval_splits: Mapping[str, Split], sink: MetricSink, log_iterations: bool = False,
-        on_epoch: EpochHook | None = None, optimizer: torch.optim.Optimizer | None = None,
-        desc: str = "") -> dict[str, float]:
+        on_epoch: EpochHook | None = None, stop_when: Callable[[Mapping[str, float]], bool] | None = None,
+        optimizer: torch.optim.Optimizer | None = None, desc: str = "") -> dict[str, float]:
     """Train `model` in place and return the final full-set metrics.
 
     Epoch metrics are logged with step = epoch, epoch 0 being the initial weights;
     with `log_iterations`, the minibatch loss and gradient norm of every update are
-    logged with step = global iteration (1-based). Shuffling is driven by `seed`
+    logged with step = global iteration (1-based). Training ends early after the
+    first epoch whose metrics satisfy `stop_when`. Shuffling is driven by `seed`
     alone, so the same seed gives the same numbers.
     """
     x, y = train
@@ -153,5 +154,7 @@ def fit(model: nn.Module, train: Split, *, task: Task, epochs: int, batch_size: 
             on_epoch(epoch, model, metrics)
         if epoch % postfix_every == 0:  # formatting every epoch would cost more than a tiny model's step
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
+        if stop_when and stop_when(metrics):
+            break
     bar.close()
     return metrics
