@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import click
+import torch
 
 from hw1track import config as configs
 from hw1track.data import load_mnist
@@ -77,10 +78,14 @@ def list_experiments(tracking_uri: str | None) -> None:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--mnist-dir", default=None, metavar="DIR",
               help="Folder with the MNIST IDX files to import (default: $HW1TRACK_MNIST_DIR).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine).")
 @TRACKING_URI
 def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, device: str,
-        mnist_dir: str | None, tracking_uri: str | None) -> None:
+        mnist_dir: str | None, threads: int | None, tracking_uri: str | None) -> None:
     """Train experiment NAME (or all) and log it to MLflow."""
+    if threads:
+        torch.set_num_threads(threads)
     experiments = _selected(name)
     if seed is not None:
         assignments = (*assignments, f"seed={seed}")

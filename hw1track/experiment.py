@@ -92,6 +92,12 @@ class RunContext:
             raise RuntimeError("this experiment did not declare DATA = 'mnist'")
         return self.mnist_data
 
+    def mnist_splits(self, train_size: int, test_size: int, seed: int) -> tuple[Split, Split]:
+        """Seeded train and test subsets (the whole sets when the sizes cover them)."""
+        mnist = self.mnist()
+        return (mnist_data.subset(mnist.train_x, mnist.train_y, train_size, seed),
+                mnist_data.subset(mnist.test_x, mnist.test_y, test_size, seed))
+
     def report(self, message: str) -> None:
         print(f"[{self.parent.experiment}] {message}", file=sys.stderr, flush=True)
 
@@ -120,7 +126,9 @@ class RunContext:
 
 def _parent_tags(experiment: Experiment, config: Any, uses_mnist: bool) -> dict[str, str]:
     commit = git_commit()
-    tags = {TAG_GIT_COMMIT: commit, MLFLOW_GIT_COMMIT: commit.removesuffix("-dirty"), "hw1track.seed": config.seed}
+    tags = {TAG_GIT_COMMIT: commit, MLFLOW_GIT_COMMIT: commit.removesuffix("-dirty"), "hw1track.seed": config.seed,
+            # float reductions are split per thread: the last digits depend on the thread count
+            "hw1track.torch_threads": torch.get_num_threads()}
     tags.update({f"hw1track.version.{name}": version for name, version in package_versions().items()})
     if uses_mnist:
         tags[TAG_MNIST_MD5] = mnist_data.dataset_checksum()

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hw1track.config import setting
-from hw1track.data import subset
 from hw1track.models import cnn, describe
 from hw1track.train import CLASSIFICATION, seeded_model
 
@@ -42,9 +41,7 @@ PRESETS = {
 
 
 def run(cfg: Config, ctx) -> None:
-    mnist = ctx.mnist()
-    train = subset(mnist.train_x, mnist.train_y, cfg.train_size, cfg.seed)
-    test = subset(mnist.test_x, mnist.test_y, cfg.test_size, cfg.seed)
+    train, test = ctx.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
     for m, (name, (channels, dense)) in enumerate(MODELS.items()):
         seed = cfg.seed + m
         model = seeded_model(lambda: cnn(channels, dense), seed, ctx.device)

@@ -1,0 +1,71 @@
+"""part1_2a figures: the 8 optimisation paths projected on one shared PCA plane, per view of the weights.
+
+Logs the explained-variance ratio of the two axes of each view to the parent run
+(`pca_whole_explained_var_1`, ..., `pca_layer1_explained_var_2`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+from mlflow.entities import Run
+
+from hw1track.pca import JointProjection, project_jointly
+from hw1track.plotting import run_colors, subplots
+from hw1track.query import StoreReader
+from hw1track.snapshots import ARTIFACT, load_snapshots
+from hw1track.tracking import TrackedRun
+
+# Snapshot key -> (metric name part, what the axis title calls it).
+VIEWS = {
+    "whole": ("whole", "whole model (weights and biases)"),
+    "first_layer": ("layer1", "first-layer weights"),
+}
+
+
+def load_trajectories(reader: StoreReader, children: list[Run]) -> list[dict]:
+    """Every child's snapshots, in memory (the downloaded files are deleted again)."""
+    with tempfile.TemporaryDirectory(prefix="hw1track-snapshots-") as folder:
+        return [load_snapshots(reader.download(run, ARTIFACT, f"{folder}/{run.info.run_id}")) for run in children]
+
+
+def project_view(trajectories: list[dict], view: str) -> JointProjection:
+    """One PCA over the snapshots of all runs in `view` ('whole' or 'first_layer')."""
+    return project_jointly([snapshots[view].numpy() for snapshots in trajectories])
+
+
+def _draw(children: list[Run], trajectories: list[dict], projection: JointProjection, title: str):
+    fig, ax = subplots(width=7.5, height=6.5)
+    colors = run_colors([run.info.run_id for run in children])
+    for run, snapshots, points in zip(children, trajectories, projection.points):
+        color = colors[run.info.run_id]
+        ax.plot(points[:, 0], points[:, 1], color=color, linewidth=0.8, alpha=0.6)
+        ax.scatter(points[:, 0], points[:, 1], color=color, s=18, zorder=3,
+                   label=f"{run.data.params['model']} (seed {run.data.params['seed']})")
+        ax.scatter(points[0, 0], points[0, 1], facecolor="white", edgecolor=color, s=45, zorder=4)
+        for (x, y), accuracy in zip(points, snapshots["train_acc"].tolist()):
+            ax.annotate(f"{100 * accuracy:.1f}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6,
+                        color=color)
+    ratio = projection.explained_variance_ratio
+    epochs = trajectories[0]["epoch"].tolist()
+    ax.set(xlabel=f"PC 1 ({ratio[0]:.1%} of variance)", ylabel=f"PC 2 ({ratio[1]:.1%} of variance)",
+           title=f"MNIST DNN {children[0].data.params['widths']} optimisation paths: {title}\n"
+                 f"one PCA fitted on the snapshots of all {len(children)} runs, epochs {epochs[0]} to {epochs[-1]}\n"
+                 f"(hollow = epoch 0; labels = training accuracy in %)")
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def figures(reader: StoreReader, parent: Run) -> dict:
+    children = reader.children(parent)
+    trajectories = load_trajectories(reader, children)
+    figures, metrics = {}, {}
+    for view, (metric_name, title) in VIEWS.items():
+        projection = project_view(trajectories, view)
+        for component, ratio in enumerate(projection.explained_variance_ratio, start=1):
+            metrics[f"pca_{metric_name}_explained_var_{component}"] = float(ratio)
+        figures[f"pca_{metric_name}"] = _draw(children, trajectories, projection, title)
+    tracked = TrackedRun(reader.client, parent.info.run_id)
+    tracked.log_metrics(metrics, step=0)
+    tracked.flush()
+    return figures

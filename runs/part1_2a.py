@@ -1,0 +1,54 @@
+"""part1_2a: the optimisation path of one MNIST DNN, eight times, seen through PCA.
+
+The DNN 784-500-50-10 (P = 418,060) is trained 8 times from 8 different seeds,
+each with its own shuffling of the minibatches: Adam 1e-3, batch 128, 30
+epochs. The weights are snapshotted at epoch 0 and every 3 epochs together with
+the training loss and accuracy there; each child run stores its snapshots as
+one artifact (`snapshots.pt`), which the analysis projects with one PCA shared
+by all runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hw1track.config import setting
+from hw1track.models import describe, mlp
+from hw1track.snapshots import WeightSnapshots, snapshot_epochs
+from hw1track.train import CLASSIFICATION, seeded_model
+
+DATA = "mnist"
+
+WIDTHS = (784, 500, 50, 10)
+
+
+@dataclass(frozen=True)
+class Config:
+    trainings: int = 8
+    epochs: int = 30
+    snapshot_every: int = 3
+    batch_size: int = 128
+    lr: float = 1e-3
+    train_size: int = setting(60_000, minimum=1)
+    test_size: int = setting(10_000, minimum=1)
+    seed: int = setting(0, minimum=0)
+
+
+PRESETS = {
+    "full": Config(),
+    "quick": Config(epochs=4, snapshot_every=1, train_size=5_000, test_size=2_000),
+}
+
+
+def run(cfg: Config, ctx) -> None:
+    train, test = ctx.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
+    epochs = snapshot_epochs(cfg.epochs, cfg.snapshot_every)
+    for training in range(cfg.trainings):
+        seed = cfg.seed + training
+        model = seeded_model(lambda: mlp(WIDTHS), seed, ctx.device)
+        snapshots = WeightSnapshots(model, epochs)
+        ctx.train_model(f"dnn/run{training}", model, seed=seed, train=train, eval_splits={"train": train, "test": test},
+                        task=CLASSIFICATION, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                        params={"widths": describe(WIDTHS), "training": training,
+                                "snapshot_epochs": ",".join(map(str, epochs))},
+                        on_epoch=snapshots, log_artifacts=lambda child, _model: snapshots.log(child))
