@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import click
-import torch
 
 from hw1track import config as configs
 from hw1track.data import load_mnist
@@ -79,13 +78,11 @@ def list_experiments(tracking_uri: str | None) -> None:
 @click.option("--mnist-dir", default=None, metavar="DIR",
               help="Folder with the MNIST IDX files to import (default: $HW1TRACK_MNIST_DIR).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine).")
+              help="CPU threads for torch (default: the experiment's THREADS, else torch's choice).")
 @TRACKING_URI
 def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, device: str,
         mnist_dir: str | None, threads: int | None, tracking_uri: str | None) -> None:
     """Train experiment NAME (or all) and log it to MLflow."""
-    if threads:
-        torch.set_num_threads(threads)
     experiments = _selected(name)
     if seed is not None:
         assignments = (*assignments, f"seed={seed}")
@@ -99,7 +96,7 @@ def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, 
     store = Store(tracking_uri)
     for experiment, config in planned:
         started = time.perf_counter()
-        run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir)
+        run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir, threads)
         click.echo(f"{experiment.name}: finished in {time.perf_counter() - started:.1f}s, parent run {run_id} "
                    f"({store.uri})")
 

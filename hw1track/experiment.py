@@ -24,6 +24,7 @@ from hw1track import config as configs
 from hw1track import data as mnist_data
 from hw1track.errors import UsageError
 from hw1track.models import n_params
+from hw1track.threads import intra_op_threads
 from hw1track.provenance import git_commit, package_versions
 from hw1track.tracking import (MLFLOW_GIT_COMMIT, TAG_GIT_COMMIT, TAG_MNIST_MD5, ParentRun, Store, TrackedRun,
                                parent_run)
@@ -39,6 +40,11 @@ class Experiment:
     @property
     def presets(self) -> Mapping[str, Any]:
         return self.module.PRESETS
+
+    @property
+    def threads(self) -> int | None:
+        """The intra-op thread count the experiment runs best with, if it declares one (THREADS)."""
+        return getattr(self.module, "THREADS", None)
 
     @property
     def uses_mnist(self) -> bool:
@@ -136,12 +142,19 @@ def _parent_tags(experiment: Experiment, config: Any, uses_mnist: bool) -> dict[
 
 
 def run_experiment(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
-                   mnist_dir: str | None = None) -> str:
+                   mnist_dir: str | None = None, threads: int | None = None) -> str:
     """Train everything `experiment` declares under one parent run; returns the parent's run id.
 
     Data are loaded before the parent run opens, so a missing or corrupted MNIST
-    fails without leaving anything in the store.
+    fails without leaving anything in the store. `threads` (else the experiment's
+    THREADS, else torch's default) sets torch's intra-op threads for this run only.
     """
+    with intra_op_threads(threads or experiment.threads or torch.get_num_threads()):
+        return _run_in_parent(experiment, preset, config, store, device, mnist_dir)
+
+
+def _run_in_parent(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
+                   mnist_dir: str | None) -> str:
     data = mnist_data.load_mnist(source=mnist_dir).to(device) if experiment.uses_mnist else None
     run_name = f"{experiment.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     tags = _parent_tags(experiment, config, experiment.uses_mnist)

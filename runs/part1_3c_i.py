@@ -1,0 +1,67 @@
+"""part1_3c_i: flatness by interpolation between a small-batch and a large-batch solution.
+
+One MLP 784-128-64-10 (P = 109,386) is trained twice on MNIST with Adam 1e-3
+for the same number of epochs, from the same initial weights and with the same
+shuffling seed, once with batch size 64 (θ₁) and once with 1000 (θ₂): the
+batch size is the only difference. The weights θ(α) = (1−α)·θ₁ + α·θ₂ are then
+evaluated, never trained, on the full train and test sets for α from −1 to 2
+in steps of 0.05; α = 0 and α = 1 are the two trained models exactly. The curve
+is the parent's artifact `interpolation.csv`; each trained model is a child run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from hw1track.config import setting
+from hw1track.interpolation import alpha_grid, evaluate_along_line, snapshot
+from hw1track.models import describe, mlp
+from hw1track.train import CLASSIFICATION, seeded_model
+
+DATA = "mnist"
+# Small models at batch 10 to 1,510: a second intra-op thread costs more than it gives here
+# (benchmarks/part1_3c_threads.py).
+THREADS = 1
+
+MODEL = (784, 128, 64, 10)
+CURVE_COLUMNS = ["alpha", "train_loss", "test_loss", "train_acc", "test_acc"]
+
+
+@dataclass(frozen=True)
+class Config:
+    small_batch: int = 64
+    large_batch: int = 1000
+    epochs: int = 20
+    lr: float = 1e-3
+    alpha_start: float = setting(-1.0, allow_any=True)
+    alpha_stop: float = setting(2.0, allow_any=True)
+    alphas_per_unit: int = 20  # α step 1/20 = 0.05
+    train_size: int = setting(60_000, minimum=1)
+    test_size: int = setting(10_000, minimum=1)
+    seed: int = setting(0, minimum=0)
+
+
+PRESETS = {
+    "full": Config(),
+    "quick": Config(epochs=3, train_size=6_000, test_size=2_000),
+}
+
+
+def run(cfg: Config, ctx) -> None:
+    train, test = ctx.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
+    splits = {"train": train, "test": test}
+
+    endpoints = []
+    for alpha, batch_size in ((0, cfg.small_batch), (1, cfg.large_batch)):
+        model = seeded_model(lambda: mlp(MODEL), cfg.seed, ctx.device)  # same seed: same initial weights
+        ctx.train_model(f"bs{batch_size}", model, seed=cfg.seed, train=train, eval_splits=splits,
+                        task=CLASSIFICATION, epochs=cfg.epochs, batch_size=batch_size, lr=cfg.lr,
+                        params={"widths": describe(MODEL), "interpolation_alpha": alpha})
+        endpoints.append(snapshot(model))
+
+    alphas = alpha_grid(cfg.alpha_start, cfg.alpha_stop, cfg.alphas_per_unit)
+    curve = evaluate_along_line(mlp(MODEL).to(ctx.device), *endpoints, alphas, splits, CLASSIFICATION)
+    ctx.parent.log_csv(pd.DataFrame(curve, columns=CURVE_COLUMNS), "interpolation.csv")
+    ctx.report(f"interpolation: {len(alphas)} values of α from {alphas[0]} to {alphas[-1]}")
