@@ -21,7 +21,7 @@ from hw1track.models import describe, mlp
 from hw1track.train import CLASSIFICATION, seeded_model
 
 DATA = "mnist"
-# Small models at batch 10 to 1,510: a second intra-op thread costs more than it gives here
+# A small model at batch 64 and 1,000: a second intra-op thread costs more than it gives here
 # (benchmarks/part1_3c_threads.py).
 THREADS = 1
 

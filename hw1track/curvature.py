@@ -1,0 +1,163 @@
+"""The local geometry of a loss at given weights: value, gradient norm, full Hessian and its spectrum.
+
+What is measured is kept apart from how it is computed. The measured objects
+are functions of ONE flat parameter vector θ ∈ R^P (all parameters, biases
+included, in state_dict order), so the Hessian is the full P×P matrix with all
+cross-layer blocks, never a per-layer block diagonal. How the matrix is built is
+one of `HESSIAN_METHODS`, all exact and interchangeable (benchmarks/part1_2c_batched.py
+times them); the functions also take a stack of θ's, (M, P), one per model.
+
+Curvature is computed in float64: near a critical point the eigenvalues that
+decide the minimal ratio are many orders of magnitude below the largest one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, grad_and_value, hessian, jacrev, vmap
+
+FlatLoss = Callable[[torch.Tensor], torch.Tensor]
+
+
+def loss_of_flat_params(module: nn.Module, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                        x: torch.Tensor, y: torch.Tensor) -> FlatLoss:
+    """θ ↦ loss(module with weights θ, x, y): the full-data loss as a function of one flat vector.
+
+    `module` only supplies the architecture (it may live on the meta device);
+    θ is cut into its parameters in state_dict order.
+    """
+    names = [name for name, p in module.named_parameters() if p.requires_grad]
+    shapes = [p.shape for _, p in module.named_parameters() if p.requires_grad]
+    sizes = [shape.numel() for shape in shapes]
+
+    def flat_loss(theta: torch.Tensor) -> torch.Tensor:
+        pieces = torch.split(theta, sizes)
+        params = {name: piece.view(shape) for name, piece, shape in zip(names, pieces, shapes)}
+        return loss(functional_call(module, params, (x,)), y)
+
+    return flat_loss
+
+
+def flatten_params(module: nn.Module) -> torch.Tensor:
+    """θ of one module, in the order `loss_of_flat_params` expects."""
+    return torch.cat([p.detach().flatten() for p in module.parameters() if p.requires_grad])
+
+
+def loss_and_gradient_norm(flat_loss: FlatLoss, thetas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L(θ) and ‖∇L(θ)‖ (all parameters together), per θ."""
+    def one(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gradient, value = grad_and_value(flat_loss)(theta)
+        return value, gradient.norm()
+
+    if thetas.dim() == 1:
+        return one(thetas)
+    return vmap(one)(thetas)
+
+
+# How a full Hessian is built: each maps a stack of θ's (M, P) to (M, P, P), the
+# same matrices up to rounding. `models_at_once` is how many models the vmapped
+# methods differentiate together (None: all of them). One at a time is the
+# fastest at P = 251 (benchmarks/part1_2c_batched.py): the intermediates of P
+# directions times M models outgrow the cache long before the per-call overhead matters.
+MODELS_AT_ONCE = 1
+
+
+def _forward_over_reverse(flat_loss: FlatLoss, thetas: torch.Tensor, models_at_once: int | None) -> torch.Tensor:
+    return vmap(hessian(flat_loss), chunk_size=models_at_once)(thetas)  # hessian = jacfwd(jacrev(f))
+
+
+def _reverse_over_reverse(flat_loss: FlatLoss, thetas: torch.Tensor, models_at_once: int | None) -> torch.Tensor:
+    return vmap(jacrev(grad(flat_loss)), chunk_size=models_at_once)(thetas)
+
+
+def _hvp_loop(flat_loss: FlatLoss, thetas: torch.Tensor, models_at_once: int | None) -> torch.Tensor:
+    """One Hessian-vector product per basis direction, by plain autograd, one model at a time."""
+    basis = torch.eye(thetas.shape[-1], dtype=thetas.dtype, device=thetas.device)
+    matrices = []
+    for theta in thetas:
+        theta = theta.detach().requires_grad_()
+        (gradient,) = torch.autograd.grad(flat_loss(theta), theta, create_graph=True)
+        rows = [torch.autograd.grad(gradient, theta, direction, retain_graph=True)[0] for direction in basis]
+        matrices.append(torch.stack(rows))
+    return torch.stack(matrices)
+
+
+HESSIAN_METHODS: dict[str, Callable[[FlatLoss, torch.Tensor, int | None], torch.Tensor]] = {
+    "forward_over_reverse": _forward_over_reverse,
+    "reverse_over_reverse": _reverse_over_reverse,
+    "hvp_loop": _hvp_loop,
+}
+DEFAULT_HESSIAN_METHOD = "reverse_over_reverse"  # the fastest here, see the benchmark
+
+
+def full_hessian(flat_loss: FlatLoss, thetas: torch.Tensor, method: str = DEFAULT_HESSIAN_METHOD,
+                 models_at_once: int | None = MODELS_AT_ONCE) -> torch.Tensor:
+    """∂²L/∂θ∂θᵀ over all P parameters, symmetrised: (P, P) for one θ, (M, P, P) for a stack.
+
+    `flat_loss` should be built on float64 data, and θ must be float64.
+    """
+    if thetas.dtype != torch.float64:
+        raise ValueError(f"the Hessian is computed in float64, got θ in {thetas.dtype}")
+    matrix = HESSIAN_METHODS[method](flat_loss, thetas.unsqueeze(0) if thetas.dim() == 1 else thetas,
+                                      models_at_once)
+    matrix = (matrix + matrix.transpose(-1, -2)) / 2
+    return matrix[0] if thetas.dim() == 1 else matrix
+
+
+def hessian_eigenvalues(matrix: torch.Tensor) -> torch.Tensor:
+    """Ascending eigenvalues of symmetric (…, P, P) matrices, by the symmetric solver in float64."""
+    return torch.linalg.eigvalsh(matrix.double())
+
+
+# What is reported about a spectrum.
+
+RELATIVE_ZERO_TOLERANCE = 1e-6
+MINIMAL_RATIO_DEFINITION = "fraction of Hessian eigenvalues > 0"
+MINIMAL_RATIO_TOL_DEFINITION = ("fraction of Hessian eigenvalues > 0 among those with |λ| > tol·max|λ| "
+                                "(eigenvalues with |λ| ≤ tol·max|λ| count as zero and are excluded)")
+
+
+def minimal_ratio(eigenvalues: torch.Tensor) -> float:
+    """Fraction of eigenvalues strictly greater than zero."""
+    return (eigenvalues > 0).double().mean().item()
+
+
+def near_zero(eigenvalues: torch.Tensor, relative_tol: float = RELATIVE_ZERO_TOLERANCE) -> torch.Tensor:
+    """Mask of the eigenvalues indistinguishable from zero: |λ| ≤ tol·max|λ|."""
+    return eigenvalues.abs() <= relative_tol * eigenvalues.abs().max()
+
+
+def minimal_ratio_ignoring_zeros(eigenvalues: torch.Tensor,
+                                 relative_tol: float = RELATIVE_ZERO_TOLERANCE) -> float:
+    """Fraction of eigenvalues > 0 among those that are not `near_zero` (NaN if all are)."""
+    kept = eigenvalues[~near_zero(eigenvalues, relative_tol)]
+    return (kept > 0).double().mean().item() if kept.numel() else float("nan")
+
+
+@dataclass(frozen=True)
+class SpectrumSummary:
+    minimal_ratio: float
+    minimal_ratio_tol: float
+    lambda_min: float
+    lambda_max: float
+    n_near_zero_eigenvalues: int
+
+    def as_metrics(self) -> dict[str, float]:
+        return {"minimal_ratio": self.minimal_ratio, "minimal_ratio_tol": self.minimal_ratio_tol,
+                "lambda_min": self.lambda_min, "lambda_max": self.lambda_max,
+                "n_near_zero_eigenvalues": float(self.n_near_zero_eigenvalues)}
+
+
+def summarise_spectrum(eigenvalues: torch.Tensor, relative_tol: float = RELATIVE_ZERO_TOLERANCE) -> SpectrumSummary:
+    """The numbers part1_2c reports about one Hessian's eigenvalues."""
+    return SpectrumSummary(
+        minimal_ratio=minimal_ratio(eigenvalues),
+        minimal_ratio_tol=minimal_ratio_ignoring_zeros(eigenvalues, relative_tol),
+        lambda_min=eigenvalues.min().item(),
+        lambda_max=eigenvalues.max().item(),
+        n_near_zero_eigenvalues=int(near_zero(eigenvalues, relative_tol).sum()),
+    )

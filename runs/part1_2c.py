@@ -1,0 +1,120 @@
+"""part1_2c: when the gradient is almost zero, how many Hessian eigenvalues are positive (minimal ratio)?
+
+The DNN 1-10-10-10-1 (P = 251) is trained 100 times from 100 seeds on sinc
+(200 points of (0, 1], full batch), all 100 together as one stack:
+
+- phase 1: Adam 1e-3 on the MSE for `epochs` updates;
+- phase 2: Adam on ‖∇L‖² itself (differentiated through the gradient), each model
+  stopping once ‖∇L‖ < `grad_norm_threshold`, or after `phase2_steps` updates.
+
+Then, per model, the full 251×251 Hessian of the MSE on all 200 points (every
+cross-layer block included), in float64, and its eigenvalues by a symmetric
+solver. Each training is a child run with `final_loss`, `final_grad_norm`
+(whether or not it reached the threshold: that says how close to critical the
+point is), `minimal_ratio` (fraction of eigenvalues > 0), `minimal_ratio_tol`
+(the same among eigenvalues with |λ| > tol·max|λ|), `lambda_min`, `lambda_max`,
+`n_near_zero_eigenvalues`, the eigenvalues and final weights as artifacts, and
+`loss` / `grad_norm` per iteration of both phases (phase 2 starts at step
+`phase2_start_step`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from hw1track import curvature
+from hw1track.batched import ModelStack, log_trajectory, minimise
+from hw1track.config import setting
+from hw1track.functions import sample_target
+from hw1track.models import describe, mlp
+from hw1track.train import seeded_model
+
+DATA = "synthetic"
+# 100 stacked models of P = 251: each operation is too small to split across threads
+# (benchmarks/part1_2c_batched.py).
+THREADS = 1
+
+TARGET = "sinc"
+WIDTHS = (1, 10, 10, 10, 1)  # P = 251
+# Everything, training included, is float64: the threshold, the final gradient
+# norm and the Hessian then all describe the same point to ~1e-16.
+DTYPE = torch.float64
+# A net whose ReLUs all died outputs one constant; its loss is Var(y) and its
+# gradient exactly zero, a degenerate critical point reported as `hw1track.stuck`.
+COLLAPSED_OUTPUT_STD = 1e-9
+
+
+@dataclass(frozen=True)
+class Config:
+    n_trainings: int = 100
+    n_points: int = 200
+    epochs: int = 5000  # phase 1: full-batch Adam updates on the MSE
+    lr: float = 1e-3
+    phase2_steps: int = 2000  # cap on the updates of ‖∇L‖²
+    phase2_lr: float = 1e-5  # Adam moves every weight by ~lr a step: 1e-3 overshoots the threshold it aims for
+    grad_norm_threshold: float = 1e-4
+    zero_tolerance: float = curvature.RELATIVE_ZERO_TOLERANCE
+    hessian_method: str = setting(curvature.DEFAULT_HESSIAN_METHOD, choices=tuple(curvature.HESSIAN_METHODS))
+    # Per-iteration `loss`/`grad_norm` of every 10th update (and each phase's last): all of them
+    # would be ~1.4M rows for SQLite, minutes of writing for no visible difference in a curve.
+    log_every: int = 10
+    seed: int = setting(0, minimum=0)
+
+
+PRESETS = {
+    "full": Config(),
+    "quick": Config(n_trainings=20, epochs=2500, phase2_steps=1000),
+}
+
+
+def run(cfg: Config, ctx) -> None:
+    x, y = (t.to(ctx.device, DTYPE) for t in sample_target(TARGET, cfg.n_points))
+    seeds = [cfg.seed + i for i in range(cfg.n_trainings)]
+    stack = ModelStack([seeded_model(lambda: mlp(WIDTHS), seed, ctx.device).to(DTYPE) for seed in seeds])
+
+    started = time.perf_counter()
+    phase1 = minimise(stack, x, y, objective="loss", steps=cfg.epochs, lr=cfg.lr)
+    phase2 = minimise(stack, x, y, objective="squared_grad_norm", steps=cfg.phase2_steps, lr=cfg.phase2_lr,
+                      stop_below=cfg.grad_norm_threshold)
+    trained = time.perf_counter()
+    ctx.report(f"{cfg.n_trainings} trainings in {trained - started:.1f}s; "
+               f"{int(phase2.reached.sum())} reached ‖∇L‖ < {cfg.grad_norm_threshold:g}")
+
+    # Measured on the full data at the final weights, whatever phase 2 achieved.
+    thetas = stack.flat()
+    mse = curvature.loss_of_flat_params(stack.template, F.mse_loss, x, y)
+    final_loss, final_grad_norm = curvature.loss_and_gradient_norm(mse, thetas)
+    with torch.no_grad():
+        collapsed = stack.outputs(x).std(dim=1).flatten() <= COLLAPSED_OUTPUT_STD * y.std()
+    eigenvalues = curvature.hessian_eigenvalues(curvature.full_hessian(mse, thetas, cfg.hessian_method))
+    measured = time.perf_counter()
+    ctx.report(f"{cfg.n_trainings} Hessians ({stack.n_params}×{stack.n_params}) and spectra "
+               f"in {measured - trained:.1f}s")
+
+    ctx.parent.log_metrics({"n_reached_grad_norm_threshold": float(phase2.reached.sum()),
+                            "training_seconds": trained - started, "hessian_seconds": measured - trained}, step=0)
+    recipe = {"model": "dnn", "widths": describe(WIDTHS), "depth": len(WIDTHS) - 2, "n_params": stack.n_params,
+              "target": TARGET, "lr": cfg.lr, "batch_size": cfg.n_points, "n_train": cfg.n_points,
+              "epochs": cfg.epochs, "phase2_objective": "squared_grad_norm", "phase2_steps": cfg.phase2_steps,
+              "phase2_lr": cfg.phase2_lr, "grad_norm_threshold": cfg.grad_norm_threshold,
+              "dtype": str(DTYPE).removeprefix("torch."), "hessian": "full PxP of the full-data MSE",
+              "hessian_method": cfg.hessian_method, "zero_tolerance": cfg.zero_tolerance,
+              "minimal_ratio_definition": curvature.MINIMAL_RATIO_DEFINITION,
+              "minimal_ratio_tol_definition": curvature.MINIMAL_RATIO_TOL_DEFINITION}
+    for i, seed in enumerate(seeds):
+        with ctx.parent.child(f"{TARGET}/dnn/{i:03d}", {**recipe, "seed": seed, "training": i}) as child:
+            phase2_start = log_trajectory(child, phase1, i, first_step=1, every=cfg.log_every)
+            log_trajectory(child, phase2, i, first_step=phase2_start, every=cfg.log_every)
+            spectrum = curvature.summarise_spectrum(eigenvalues[i], cfg.zero_tolerance)
+            child.log_metrics({"final_loss": final_loss[i].item(), "final_grad_norm": final_grad_norm[i].item(),
+                               **spectrum.as_metrics(), "phase2_start_step": phase2_start,
+                               "phase2_steps_taken": int(phase2.steps_taken[i]),
+                               "reached_grad_norm_threshold": float(phase2.reached[i])}, step=0)
+            child.log_tensors({"eigenvalues": eigenvalues[i].cpu(), "zero_tolerance": cfg.zero_tolerance},
+                              "hessian_eigenvalues.pt")
+            child.log_tensors(stack.state_dict(i), "weights/final.pt")
+            child.set_tags({"hw1track.stuck": str(bool(collapsed[i])).lower()})
