@@ -126,7 +126,8 @@ class RunContext:
             if log_artifacts:
                 log_artifacts(child, model)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in final.items())
-        self.report(f"{name}: P={standard['n_params']}, {epochs} epochs in {time.perf_counter() - started:.1f}s, {shown}")
+        budget = f"up to {epochs}" if fit_options.get("stop_when") else str(epochs)
+        self.report(f"{name}: P={standard['n_params']}, {budget} epochs in {time.perf_counter() - started:.1f}s, {shown}")
         return final
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-EVAL_CHUNK = 8192  # examples per no-grad forward: large enough to amortise, small enough for memory
+EVAL_CHUNK = 512  # examples per no-grad forward: a chunk's conv activations stay in cache (benchmarks/eval_chunk.py)
 
 
 class MetricSink(Protocol):

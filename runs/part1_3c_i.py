@@ -21,9 +21,6 @@ from hw1track.models import describe, mlp
 from hw1track.train import CLASSIFICATION, seeded_model
 
 DATA = "mnist"
-# A small model at batch 64 and 1,000: a second intra-op thread costs more than it gives here
-# (benchmarks/part1_3c_threads.py).
-THREADS = 1
 
 MODEL = (784, 128, 64, 10)
 CURVE_COLUMNS = ["alpha", "train_loss", "test_loss", "train_acc", "test_acc"]

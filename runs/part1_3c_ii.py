@@ -26,9 +26,6 @@ from hw1track.sharpness import model_loss, sharpness
 from hw1track.train import CLASSIFICATION, seeded_model
 
 DATA = "mnist"
-# Small models at batch 10 to 1,510: a second intra-op thread costs more than it gives here
-# (benchmarks/part1_3c_threads.py).
-THREADS = 1
 
 MODEL = (784, 128, 64, 10)
 
