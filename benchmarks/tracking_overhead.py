@@ -4,7 +4,7 @@ Two workloads: per-epoch metrics of a full-batch function fit (part1_1a's deep
 net) and per-iteration loss and gradient norm of minibatch training
 (part1_2b-style). Prints wall times and the overhead in percent.
 
-    python benchmarks/tracking_overhead.py [--epochs 3000] [--repeats 3]
+    python benchmarks/tracking_overhead.py [--epochs 3000] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -53,8 +53,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"{'workload':<44} {'no tracking':>12} {'MLflow':>10} {'overhead':>9} {'values':>8}")
     for label, batch_size, per_iteration in (
         (f"per-epoch train_loss, full batch, {args.epochs} ep", 1000, False),
