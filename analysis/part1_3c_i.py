@@ -42,6 +42,7 @@ def figures(reader: StoreReader, parent: Run) -> dict:
     accuracy_ax.set_ylim(0, 1.02)
     accuracy_ax.grid(False)
     lines = loss_ax.get_legend_handles_labels()[0] + accuracy_ax.get_legend_handles_labels()[0]
-    loss_ax.legend(lines, [line.get_label() for line in lines], loc="center left",
-                   title="solid: train, dashed: test; ○ trained models")
+    # Below the axes: inside, any corner hides part of a curve for some pair of models.
+    fig.legend(lines, [line.get_label() for line in lines], loc="outside lower center", ncol=4,
+               title="solid: train, dashed: test; ○ trained models")
     return {"interpolation": fig}
