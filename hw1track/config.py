@@ -29,6 +29,19 @@ def setting(default: Any, *, minimum: float | None = None, choices: Sequence[Any
     return dataclasses.field(default=default, metadata=metadata)
 
 
+@dataclasses.dataclass(frozen=True)
+class MnistSplits:
+    """What every MNIST experiment's config starts with: how much of each split it uses, and its seed.
+
+    An experiment's `Config(MnistSplits)` adds only what differs; sizes cover the
+    whole sets by default, and `quick` presets shrink them.
+    """
+
+    train_size: int = setting(60_000, minimum=1)
+    test_size: int = setting(10_000, minimum=1)
+    seed: int = setting(0, minimum=0)
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

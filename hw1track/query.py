@@ -17,8 +17,7 @@ from mlflow.entities import Run
 from hw1track.errors import StoreError
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small file is noise
-from hw1track.tracking import (MLFLOW_PARENT_RUN_ID, TAG_EXPERIMENT, TAG_ROLE, Store, local_database,
-                               mlflow_experiment_name)
+from hw1track.tracking import MLFLOW_PARENT_RUN_ID, TAG_EXPERIMENT, TAG_ROLE, Store, local_database
 
 
 class StoreReader:
@@ -100,5 +99,3 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows)
 
-
-__all__ = ["StoreReader", "runs_frame", "mlflow_experiment_name"]

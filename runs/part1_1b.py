@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hw1track.config import setting
+from hw1track.config import MnistSplits
 from hw1track.models import cnn, describe
 from hw1track.train import CLASSIFICATION, seeded_model
 
@@ -25,13 +25,10 @@ MODELS = {
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(MnistSplits):
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
-    train_size: int = setting(60_000, minimum=1)
-    test_size: int = setting(10_000, minimum=1)
-    seed: int = setting(0, minimum=0)
 
 
 PRESETS = {

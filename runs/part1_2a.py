@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hw1track.config import setting
+from hw1track.config import MnistSplits
 from hw1track.models import describe, mlp
 from hw1track.snapshots import WeightSnapshots, snapshot_epochs
 from hw1track.train import CLASSIFICATION, seeded_model
@@ -23,15 +23,12 @@ WIDTHS = (784, 500, 50, 10)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(MnistSplits):
     trainings: int = 8
     epochs: int = 30
     snapshot_every: int = 3
     batch_size: int = 128
     lr: float = 1e-3
-    train_size: int = setting(60_000, minimum=1)
-    test_size: int = setting(10_000, minimum=1)
-    seed: int = setting(0, minimum=0)
 
 
 PRESETS = {

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hw1track.config import setting
+from hw1track.config import MnistSplits
 from hw1track.functions import sample_target
 from hw1track.models import describe, mlp
 from hw1track.train import CLASSIFICATION, REGRESSION, seeded_model
@@ -31,15 +31,12 @@ SINC_WIDTHS = (1, 500, 1)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(MnistSplits):
     sinc_points: int = 1000
     sinc_iterations: int = 20_000
     mnist_epochs: int = 5
     batch_size: int = 128
     lr: float = 1e-3
-    train_size: int = setting(60_000, minimum=1)
-    test_size: int = setting(10_000, minimum=1)
-    seed: int = setting(0, minimum=0)
 
 
 PRESETS = {

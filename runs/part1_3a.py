@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hw1track.config import setting
+from hw1track.config import MnistSplits, setting
 from hw1track.labels import permuted_labels
 from hw1track.milestones import FirstEpochReaching, metric_reaches
 from hw1track.models import describe, mlp
@@ -29,17 +29,14 @@ MILESTONE_TRAIN_ACC = 0.9  # the threshold named by the metric epochs_to_90pct_t
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(MnistSplits):
     widths: tuple[int, ...] = (784, 1024, 1024, 10)
     label_modes: tuple[str, ...] = setting(LABEL_MODES, choices=LABEL_MODES)
     stop_train_acc: float = 0.99
-    max_epochs: int = 150  # 60,000 shuffled labels were 39 % fitted after 30 epochs; 99 % expected near 100
+    max_epochs: int = 150  # measured on 60,000 shuffled labels: 39 % fitted at epoch 30, 70 % at 150 (not yet memorised)
     batch_size: int = 128
     lr: float = 1e-3
-    train_size: int = setting(60_000, minimum=1)
-    test_size: int = setting(10_000, minimum=1)
     label_seed: int = setting(0, minimum=0)
-    seed: int = setting(0, minimum=0)
 
 
 PRESETS = {

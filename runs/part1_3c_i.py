@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from hw1track.config import setting
+from hw1track.config import MnistSplits, setting
 from hw1track.interpolation import alpha_grid, evaluate_along_line, snapshot
 from hw1track.models import describe, mlp
 from hw1track.train import CLASSIFICATION, seeded_model
@@ -27,7 +27,7 @@ CURVE_COLUMNS = ["alpha", "train_loss", "test_loss", "train_acc", "test_acc"]
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(MnistSplits):
     small_batch: int = 64
     large_batch: int = 1000
     epochs: int = 20
@@ -35,9 +35,6 @@ class Config:
     alpha_start: float = setting(-1.0, allow_any=True)
     alpha_stop: float = setting(2.0, allow_any=True)
     alphas_per_unit: int = 20  # α step 1/20 = 0.05
-    train_size: int = setting(60_000, minimum=1)
-    test_size: int = setting(10_000, minimum=1)
-    seed: int = setting(0, minimum=0)
 
 
 PRESETS = {

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 from hw1track import sensitivity as input_sensitivity
-from hw1track.config import setting
+from hw1track.config import MnistSplits
 from hw1track.data import subset
 from hw1track.models import describe, mlp
 from hw1track.sharpness import model_loss, sharpness
@@ -31,16 +31,13 @@ MODEL = (784, 128, 64, 10)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(MnistSplits):
     batch_sizes: tuple[int, ...] = (10, 385, 760, 1135, 1510)
     epochs: int = 10  # batch 10 makes 6,000 updates per epoch: ~13 s of one core, the sweep's main cost
     lr: float = 1e-3
-    train_size: int = setting(60_000, minimum=1)
-    test_size: int = setting(10_000, minimum=1)
     sharpness_epsilons: tuple[float, ...] = (1e-3, 5e-4)
     sharpness_examples: int = 2_000
     sharpness_maxiter: int = 10
-    seed: int = setting(0, minimum=0)
 
 
 PRESETS = {
