@@ -38,6 +38,7 @@ def figures(reader: StoreReader, parent: Run) -> dict:
     labels = {run.info.run_id: f"{run.data.params['label_mode']} labels" for run in children}
     colors = {run.info.run_id: COLORS[run.data.params["label_mode"]] for run in children}
     first = children[0].data.params
+    schedule = f" (cosine to 0 over {first['epochs']} epochs)" if first.get("anneal_lr") == "True" else ""
 
     fig, (ax_loss, ax_acc) = subplots(2, 1, width=8.0, height=3.6, sharex=True)
     for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
@@ -50,8 +51,8 @@ def figures(reader: StoreReader, parent: Run) -> dict:
                   ax_acc.axhline(MILESTONE_ACC, color="gray", linewidth=0.8, linestyle=":",
                                  label="90 % (dotted verticals: first epoch there)")]
     ax_loss.set(yscale="log", ylabel="cross-entropy (log scale)",
-                title=f"MLP {first['widths']} (P={int(first['n_params']):,}), {int(first['n_train']):,} MNIST images, "
-                      f"Adam {first['lr']}, batch {first['batch_size']}\n{slowdown_text(children, history)}")
+                title=f"MLP {first['widths']} (P={int(first['n_params']):,}), {int(first['n_train']):,} MNIST images\n"
+                      f"Adam {first['lr']}{schedule}, batch {first['batch_size']}\n{slowdown_text(children, history)}")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
     ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
     # below both panels, where no curve can hide behind it

@@ -4,9 +4,13 @@ The training labels are replaced by a random permutation of themselves (seeded
 by `label_seed`, logged); the test labels and all images stay true. An MLP
 784-1024-1024-10 (P = 1,863,690, about 31 parameters per training image) is
 trained with Adam until its training accuracy reaches `stop_train_acc`, or for
-at most `max_epochs`. A second model with the same initial weights, data order
-and recipe learns the true labels, so the labels are the only difference and
-the slowdown of memorisation is measured, not guessed. Each is a child run
+at most `max_epochs`. The recipe is what made 60,000 shuffled labels fit: at
+Adam's usual 1e-3 the network had fitted only 70 % after 150 epochs; at 3e-4 it
+passes 90 % near epoch 32 but then hovers around 97-98 %, each epoch undoing
+part of the last, so the rate follows a cosine down to 0 over `max_epochs`.
+A second model with the same initial weights, data order and recipe learns
+the true labels, so the labels are the only difference and the slowdown of
+memorisation is measured, not guessed. Each is a child run
 (`label_mode` = random or true) with per-epoch train and test loss and accuracy
 and `epochs_to_90pct_train_acc`, the first epoch whose training accuracy
 reaches 90 % (absent if it never does).
@@ -33,15 +37,17 @@ class Config(MnistSplits):
     widths: tuple[int, ...] = (784, 1024, 1024, 10)
     label_modes: tuple[str, ...] = setting(LABEL_MODES, choices=LABEL_MODES)
     stop_train_acc: float = 0.99
-    max_epochs: int = 150  # measured on 60,000 shuffled labels: 39 % fitted at epoch 30, 70 % at 150 (not yet memorised)
+    max_epochs: int = 80  # also the length of the cosine, so it sets how fast the rate falls
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 3e-4
+    anneal_lr: bool = True
     label_seed: int = setting(0, minimum=0)
 
 
 PRESETS = {
     "full": Config(),
-    "quick": Config(max_epochs=40, train_size=1_000, test_size=1_000),
+    # a thousand images memorise within 20 epochs at Adam's usual rate; 3e-4 would need all 40
+    "quick": Config(max_epochs=40, train_size=1_000, test_size=1_000, lr=1e-3),
 }
 
 
@@ -64,5 +70,6 @@ def run(cfg: Config, ctx) -> None:
         ctx.train_model(f"{label_mode}_labels", model, seed=cfg.seed, train=train,
                         eval_splits={"train": train, "test": test}, task=CLASSIFICATION, epochs=cfg.max_epochs,
                         batch_size=cfg.batch_size, lr=cfg.lr, stop_when=metric_reaches("train_acc", cfg.stop_train_acc),
-                        on_epoch=milestone, log_artifacts=log_milestone,
-                        params={**labelling, "widths": describe(cfg.widths), "stop_train_acc": cfg.stop_train_acc})
+                        on_epoch=milestone, log_artifacts=log_milestone, anneal_lr=cfg.anneal_lr,
+                        params={**labelling, "widths": describe(cfg.widths), "stop_train_acc": cfg.stop_train_acc,
+                                "anneal_lr": cfg.anneal_lr})

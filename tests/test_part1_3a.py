@@ -109,3 +109,38 @@ def test_figure_draws_both_label_modes_from_the_store_in_a_fresh_process(quick_r
     children = _by_mode(reader, parent)
     factor = children["random"].data.metrics[MILESTONE] / children["true"].data.metrics[MILESTONE]
     assert f"{factor:.0f}× slower" in loss_axes.get_title()
+
+
+class _Recorder:
+    """A metric sink that keeps what it is given, to check what the training loop reports."""
+
+    def __init__(self):
+        self.metrics: dict[str, dict[int, float]] = {}
+
+    def log_metrics(self, metrics, step):
+        for key, value in metrics.items():
+            self.metrics.setdefault(key, {})[step] = value
+
+    def log_series(self, series, first_step):
+        for key, values in series.items():
+            for i, value in enumerate(values):
+                self.log_metrics({key: value}, first_step + i)
+
+
+def test_annealed_learning_rate_follows_a_cosine_to_zero_over_the_epochs():
+    import math
+
+    from hw1track.train import fit
+
+    mnist = load_mnist()
+    train = subset(mnist.train_x, mnist.train_y, 256, seed=0)
+    torch.manual_seed(0)
+    model = mlp((784, 16, 10))
+    epochs, lr = 4, 3e-4
+    sink = _Recorder()
+    fit(model, train, task=CLASSIFICATION, epochs=epochs, batch_size=64, lr=lr, seed=0,
+        eval_splits={"train": train}, sink=sink, anneal_lr=True)
+
+    expected = {epoch: lr * (1 + math.cos(math.pi * (epoch - 1) / epochs)) / 2 for epoch in range(1, epochs + 1)}
+    assert sink.metrics["lr"] == pytest.approx(expected)
+    assert sink.metrics["lr"][1] == lr and sink.metrics["lr"][epochs] < lr / 5
