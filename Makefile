@@ -27,11 +27,11 @@ full: setup  ## the whole study at the homework's scale
 test: setup
 	$(BIN)/pytest -q
 
-ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1
+ui: setup  ## browse the local store at http://127.0.0.1:5000
+	$(BIN)/hw1track ui
 
-bench: setup
-	$(BIN)/python benchmarks/tracking_overhead.py
+bench: setup  ## hw1track vs a notebook-style reference, W1-W4 side by side, into BENCHMARKS.md (about half an hour)
+	$(BIN)/python benchmarks/vs_naive.py
 
 clean-store:  ## delete the local tracking store (database and artifacts)
 	rm -rf mlflow.db mlruns figures

@@ -79,10 +79,12 @@ def list_experiments(tracking_uri: str | None) -> None:
               help="Folder with the MNIST IDX files to import (default: $HW1TRACK_MNIST_DIR).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: the experiment's THREADS, else torch's choice).")
+@click.option("--force", is_flag=True,
+              help="Train every model again, even those whose identical config already finished.")
 @TRACKING_URI
 def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, device: str,
-        mnist_dir: str | None, threads: int | None, tracking_uri: str | None) -> None:
-    """Train experiment NAME (or all) and log it to MLflow."""
+        mnist_dir: str | None, threads: int | None, force: bool, tracking_uri: str | None) -> None:
+    """Train experiment NAME (or all) and log it to MLflow, reusing models that already finished."""
     experiments = _selected(name)
     if seed is not None:
         assignments = (*assignments, f"seed={seed}")
@@ -91,14 +93,40 @@ def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, 
         _check_keys_exist_somewhere(experiments, assignments)
     planned = [(e, configs.resolve(e.presets, preset, _settings_for(e, assignments, many))) for e in experiments]
     torch_device = resolve_device(device)
+    store = Store(tracking_uri)
+    store.check_ready()  # a read-only folder or a server that does not answer fails here, in seconds
     if any(e.uses_mnist for e, _ in planned):
         load_mnist(source=mnist_dir)  # missing or corrupted data must fail before the store is created
-    store = Store(tracking_uri)
     for experiment, config in planned:
         started = time.perf_counter()
-        run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir, threads)
+        run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir, threads, reuse=not force)
         click.echo(f"{experiment.name}: finished in {time.perf_counter() - started:.1f}s, parent run {run_id} "
                    f"({store.uri})")
+
+
+@cli.command()
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), default=24.0, show_default=True,
+              metavar="HOURS", help="A RUNNING run of another host counts as orphaned after this long.")
+@click.option("--dry-run", is_flag=True, help="List the orphaned runs without marking them.")
+@TRACKING_URI
+def doctor(older_than: float, dry_run: bool, tracking_uri: str | None) -> None:
+    """Mark runs KILLED that were left RUNNING by a process that is gone (kill -9, a crash, a reboot)."""
+    from hw1track.orphans import describe, find_orphans, mark_killed
+    from hw1track.query import StoreReader
+
+    store = Store(tracking_uri)
+    if not StoreReader.exists(store.uri):
+        click.echo(f"no store at {store.uri}: nothing to check")
+        return
+    if not dry_run:
+        store.check_ready()
+    orphans = find_orphans(store, stale_after_hours=older_than)
+    if not dry_run:
+        mark_killed(store, orphans)
+    for run in orphans:
+        click.echo(f"{'orphaned' if dry_run else 'marked KILLED'}: {describe(run)}")
+    note = " (not marked: --dry-run)" if dry_run and orphans else ""
+    click.echo(f"{len(orphans)} orphaned runs{note} in {store.uri}")
 
 
 @cli.command()
@@ -122,6 +150,33 @@ def analyze(name: str, run_id: str | None, out: str, tracking_uri: str | None) -
         paths = save_figures(figures, Path(out) / experiment.name, TrackedRun(reader.client, parent.info.run_id))
         click.echo(f"{experiment.name}: {len(paths)} figures in {Path(out) / experiment.name} "
                    f"(logged to run {parent.info.run_id})")
+
+
+@cli.command()
+@click.option("--out", default="report.html", show_default=True, type=click.Path(dir_okay=False),
+              help="The HTML file to write (self-contained: figures are embedded).")
+@TRACKING_URI
+def report(out: str, tracking_uri: str | None) -> None:
+    """One HTML page of the latest finished run of every experiment, also logged to MLflow (hw1/report)."""
+    from hw1track.query import StoreReader
+    from hw1track.report import write_report
+
+    written = write_report(StoreReader(tracking_uri), out)
+    missing = sum(section.parent is None for section in written.sections)
+    click.echo(f"report: {len(written.sections) - missing} experiments, {missing} not run, in {written.path} "
+               f"(logged to run {written.run_id})")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on (0.0.0.0 shares the UI with the network).")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@TRACKING_URI
+def ui(host: str, port: int, tracking_uri: str | None) -> None:
+    """Browse the store in MLflow's web UI until Ctrl-C."""
+    from hw1track.ui import serve
+
+    sys.exit(serve(tracking_uri, host, port))
 
 
 def main(argv: list[str] | None = None) -> None:

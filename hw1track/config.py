@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -77,7 +78,7 @@ def _describe(annotation: Any) -> str:
 
 
 def validate(config: Any) -> None:
-    """Reject values no experiment could run with (non-positive sizes, empty lists, unknown choices)."""
+    """Reject values no experiment could run with (non-positive sizes, empty lists, unknown choices, nan)."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         meta = field.metadata
@@ -88,7 +89,11 @@ def validate(config: Any) -> None:
             choices = meta.get("choices")
             if choices and item not in choices:
                 raise UsageError(f"{field.name}={item!r} is not one of {', '.join(map(str, choices))}")
-            if isinstance(item, bool) or not isinstance(item, (int, float)) or meta.get("allow_any"):
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            if not math.isfinite(item):
+                raise UsageError(f"{field.name} must be a finite number, got {item}")
+            if meta.get("allow_any"):
                 continue
             minimum = meta.get("minimum")
             if minimum is None and item <= 0:

@@ -3,7 +3,8 @@
 A run module declares `Config`, `PRESETS`, `DATA` ("mnist" or "synthetic") and
 `run(config, ctx)`; its first docstring line is its summary. Everything that is
 the same for all experiments (opening the parent run, provenance, data,
-device, training one model as a child run) happens here, once.
+device, training one model as a child run, reusing models that already
+finished) happens here, once.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from torch import nn
 
 from hw1track import config as configs
 from hw1track import data as mnist_data
+from hw1track.code_version import code_version
 from hw1track.errors import UsageError
 from hw1track.models import n_params
+from hw1track.orphans import describe, find_orphans, mark_killed
 from hw1track.threads import intra_op_threads
 from hw1track.provenance import git_commit, package_versions
-from hw1track.tracking import (MLFLOW_GIT_COMMIT, TAG_GIT_COMMIT, TAG_MNIST_MD5, ParentRun, Store, TrackedRun,
-                               parent_run)
+from hw1track.tracking import (MLFLOW_GIT_COMMIT, TAG_CODE_VERSION, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_RUN_HASH,
+                               ParentRun, ReusedRun, Store, TrackedRun, config_hash, parent_run, restore_weights)
 from hw1track.train import Split, Task, fit
 
 
@@ -105,7 +108,7 @@ class RunContext:
                 mnist_data.subset(mnist.test_x, mnist.test_y, test_size, seed))
 
     def report(self, message: str) -> None:
-        print(f"[{self.parent.experiment}] {message}", file=sys.stderr, flush=True)
+        _report(self.parent.experiment, message)
 
     def train_model(self, name: str, model: nn.Module, *, seed: int, train: Split, eval_splits: Mapping[str, Split],
                     task: Task, epochs: int, batch_size: int, lr: float, params: Mapping[str, Any],
@@ -114,21 +117,42 @@ class RunContext:
         """Train one model as a child run: standard params, per-epoch metrics, final weights.
 
         `params` adds what the experiment varies (target, width, ...); `log_artifacts`
-        stores anything else the analysis needs once training is done.
+        stores anything else the analysis needs once training is done. When the
+        parent reuses a finished run of the same config instead, nothing is
+        trained or logged: `model` gets that run's final weights, so code that
+        uses the trained model afterwards (interpolation, say) carries on.
         """
         standard = {"model": name, "n_params": n_params(model), "seed": seed, "lr": lr,
-                    "batch_size": min(batch_size, len(train[0])), "epochs": epochs, "n_train": len(train[0])}
+                    "batch_size": min(batch_size, len(train[0])), "epochs": epochs, "n_train": len(train[0]),
+                    # evaluation sets change the logged metrics, so they are part of the model's identity
+                    **{f"n_{split}": len(data[0]) for split, data in eval_splits.items() if split != "train"}}
         started = time.perf_counter()
         with self.parent.child(name, {**standard, **params}) as child:
-            final = fit(model, train, task=task, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                        eval_splits=eval_splits, sink=child, desc=name, **fit_options)
-            child.log_state_dict(model)
-            if log_artifacts:
-                log_artifacts(child, model)
+            if isinstance(child, ReusedRun):
+                final = _restore_weights(model, child, eval_splits)
+            else:
+                final = fit(model, train, task=task, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                            eval_splits=eval_splits, sink=child, desc=name, **fit_options)
+                child.log_state_dict(model)
+                if log_artifacts:
+                    log_artifacts(child, model)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in final.items())
+        if isinstance(child, ReusedRun):
+            self.report(f"{name}: reused finished run {child.run_id} (same config, preset and code version), {shown}")
+            return final
         budget = f"up to {epochs}" if fit_options.get("stop_when") else str(epochs)
         self.report(f"{name}: P={standard['n_params']}, {budget} epochs in {time.perf_counter() - started:.1f}s, {shown}")
         return final
+
+
+def _report(experiment: str, message: str) -> None:
+    print(f"[{experiment}] {message}", file=sys.stderr, flush=True)
+
+
+def _restore_weights(model: nn.Module, reused: ReusedRun, eval_splits: Mapping[str, Split]) -> dict[str, float]:
+    """Load a reused run's final weights into `model`; returns its final metrics, as training would."""
+    restore_weights(model, reused.client, reused.run_id)
+    return {key: value for key, value in reused.run.data.metrics.items() if key.split("_")[0] in eval_splits}
 
 
 def _parent_tags(experiment: Experiment, config: Any, uses_mnist: bool) -> dict[str, str]:
@@ -143,23 +167,46 @@ def _parent_tags(experiment: Experiment, config: Any, uses_mnist: bool) -> dict[
 
 
 def run_experiment(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
-                   mnist_dir: str | None = None, threads: int | None = None) -> str:
+                   mnist_dir: str | None = None, threads: int | None = None, reuse: bool = False) -> str:
     """Train everything `experiment` declares under one parent run; returns the parent's run id.
 
     Data are loaded before the parent run opens, so a missing or corrupted MNIST
     fails without leaving anything in the store. `threads` (else the experiment's
     THREADS, else torch's default) sets torch's intra-op threads for this run only.
+    Runs of the experiment left RUNNING by a process that is gone are marked KILLED first.
+
+    With `reuse` (what `hw1track run` does unless --force), an invocation whose
+    config, preset and code version already FINISHED returns that parent and
+    trains nothing, and every model whose config already FINISHED is reused
+    (linked to the new parent) instead of trained again.
     """
+    _clear_orphans(experiment.name, store)
+    scope = {"preset": preset, "code_version": code_version(), "seed": getattr(config, "seed", None)}
+    run_hash = config_hash(experiment.name, configs.to_params(config), scope)
+    experiment_id = store.experiment_id(experiment.name) if reuse else None
+    finished = store.finished_run(experiment_id, TAG_RUN_HASH, run_hash, "parent") if experiment_id else None
+    if finished is not None:
+        _report(experiment.name, f"an identical run already finished (parent run {finished.info.run_id}): "
+                                 f"nothing to train; --force trains it again")
+        return finished.info.run_id
     with intra_op_threads(threads or experiment.threads or torch.get_num_threads()):
-        return _run_in_parent(experiment, preset, config, store, device, mnist_dir)
+        return _run_in_parent(experiment, preset, config, store, device, mnist_dir, scope, run_hash, reuse)
+
+
+def _clear_orphans(experiment: str, store: Store) -> None:
+    orphans = find_orphans(store, experiment)
+    mark_killed(store, orphans)
+    for run in orphans:
+        _report(experiment, f"marked KILLED, its process is gone: {describe(run)}")
 
 
 def _run_in_parent(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
-                   mnist_dir: str | None) -> str:
+                   mnist_dir: str | None, scope: Mapping[str, Any], run_hash: str, reuse: bool) -> str:
     data = mnist_data.load_mnist(source=mnist_dir).to(device) if experiment.uses_mnist else None
     run_name = f"{experiment.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    tags = _parent_tags(experiment, config, experiment.uses_mnist)
-    with parent_run(store, experiment.name, preset, run_name, tags) as parent:
+    tags = {**_parent_tags(experiment, config, experiment.uses_mnist), TAG_CODE_VERSION: scope["code_version"],
+            TAG_RUN_HASH: run_hash, "hw1track.reuse": str(reuse).lower()}
+    with parent_run(store, experiment.name, preset, run_name, tags, scope=scope, reuse=reuse) as parent:
         parent.log_params({**configs.to_params(config), "preset": preset, "device": str(device)})
         parent.log_json({"experiment": experiment.name, "preset": preset, "config": configs.to_dict(config),
                          "device": str(device), "git_commit": tags[TAG_GIT_COMMIT],

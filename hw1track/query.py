@@ -1,7 +1,15 @@
 """Reading the tracking store back: the one way analysis, reports and notebooks get at runs.
 
 Everything returns plain MLflow `Run` objects or tidy pandas DataFrames, so a
-notebook can use the same calls the figures are built from.
+notebook can use the same calls the figures are built from. `StoreReader` is
+what the analysis modules take; the module-level functions at the bottom wrap
+it for notebooks, each with an optional `tracking_uri` (default: the project's
+store, see `default_tracking_uri`):
+
+    from hw1track import query
+    runs = query.experiment_runs("part1_3b")      # children of the newest finished invocation
+    query.metric_history(runs, ["test_acc"])      # tidy: run_id, run_name, key, step, value
+    query.download_artifact(runs.run_id[0], "weights/final.pt")
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Union
 
 import pandas as pd
 from mlflow.entities import Run
@@ -17,7 +26,8 @@ from mlflow.entities import Run
 from hw1track.errors import StoreError
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small file is noise
-from hw1track.tracking import MLFLOW_PARENT_RUN_ID, TAG_EXPERIMENT, TAG_ROLE, Store, local_database
+from hw1track.tracking import (MLFLOW_PARENT_RUN_ID, TAG_EXPERIMENT, TAG_ROLE, Store, default_tracking_uri,
+                               local_database, newest_per_config, reused_child_ids)
 
 
 class StoreReader:
@@ -64,18 +74,27 @@ class StoreReader:
         return found[0]
 
     def children(self, parent: Run, status: str | None = "FINISHED") -> list[Run]:
-        """The child runs of `parent` in the order they were started."""
-        query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'"
-        if status:
-            query += f" and attributes.status = '{status}'"
-        return list(self.client.search_runs([parent.info.experiment_id], query,
-                                            order_by=["attributes.start_time ASC"], max_results=5000))
+        """The child runs of `parent`, and the finished runs it reused, in the order they were started.
 
-    def history(self, runs: Iterable[Run], keys: Sequence[str]) -> pd.DataFrame:
-        """Tidy metric histories: one row per (run, key, step) with the run's name."""
+        Of several FINISHED runs with one config hash only the newest is kept, so
+        an analysis sees exactly one finished model per config.
+        """
+        status_clause = f" and attributes.status = '{status}'" if status else ""
+        query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'" + status_clause
+        runs = list(self.client.search_runs([parent.info.experiment_id], query,
+                                            order_by=["attributes.start_time ASC"], max_results=5000))
+        if linked := reused_child_ids(parent):
+            ids = ", ".join(f"'{run_id}'" for run_id in linked)
+            query = f"attributes.run_id IN ({ids})" + status_clause
+            runs = sorted(runs + list(self.client.search_runs([parent.info.experiment_id], query, max_results=5000)),
+                          key=lambda run: run.info.start_time)
+        return newest_per_config(runs)
+
+    def history(self, runs: Iterable[Run], keys: Sequence[str] | None = None) -> pd.DataFrame:
+        """Tidy metric histories: one row per (run, key, step) with the run's name (all keys if none given)."""
         rows = []
         for run in runs:
-            for key in keys:
+            for key in (sorted(run.data.metrics) if keys is None else keys):
                 for metric in self.client.get_metric_history(run.info.run_id, key):
                     rows.append((run.info.run_id, run.info.run_name, key, metric.step, metric.value))
         frame = pd.DataFrame(rows, columns=["run_id", "run_name", "key", "step", "value"])
@@ -86,6 +105,36 @@ class StoreReader:
         into = Path(into or tempfile.mkdtemp(prefix="hw1track-"))
         os.makedirs(into, exist_ok=True)
         return Path(self.client.download_artifacts(run.info.run_id, artifact_path, str(into)))
+
+    def artifacts(self, run: Run, folder: str | None = None) -> list[str]:
+        """Paths of the files logged to `run` (under `folder`, recursively), as `download` takes them."""
+        found = []
+        for entry in self.client.list_artifacts(run.info.run_id, folder):
+            found.extend(self.artifacts(run, entry.path) if entry.is_dir else [entry.path])
+        return found
+
+    def experiment_runs(self, experiment: str, parent_run_id: str | None = None,
+                        status: str | None = "FINISHED") -> pd.DataFrame:
+        """The models of one invocation (the newest finished one unless `parent_run_id` is given), one row each.
+
+        Params that are numbers in every row become numeric columns, so that
+        `frame.plot(x="params.n_params", y="metrics.test_acc")` works without casts.
+        """
+        parent = self.latest_parent(experiment, parent_run_id)
+        frame = runs_frame(self.children(parent, status))
+        if frame.empty:
+            return frame
+        frame["experiment"], frame["parent_run_id"] = experiment, parent.info.run_id
+        fixed = ["run_id", "run_name", "experiment", "parent_run_id", "status"]
+        return _numeric_params(frame[fixed + sorted(c for c in frame.columns if c not in fixed)])
+
+    def invocations(self, experiment: str) -> pd.DataFrame:
+        """Every parent run of `experiment` whatever its status, newest first, with when it started."""
+        parents = self.parents(experiment, status=None)
+        frame = runs_frame(parents)
+        if not frame.empty:
+            frame.insert(3, "start_time", pd.to_datetime([run.info.start_time for run in parents], unit="ms"))
+        return frame
 
 
 def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
@@ -99,3 +148,68 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows)
 
+
+
+def _numeric_params(frame: pd.DataFrame) -> pd.DataFrame:
+    """MLflow stores params as strings; a column whose every value parses as a number becomes numeric."""
+    frame = frame.copy()
+    for column in (c for c in frame.columns if c.startswith("params.")):
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        if numbers.notna().sum() == frame[column].notna().sum():
+            frame[column] = numbers
+    return frame
+
+
+# Notebook helpers: one reader per store, so repeated calls share one MLflow client.
+
+_readers: dict[str, StoreReader] = {}
+
+
+def reader(tracking_uri: str | None = None) -> StoreReader:
+    """The reader of `tracking_uri`, else of $MLFLOW_TRACKING_URI, else of mlflow.db in the working directory."""
+    uri = tracking_uri or default_tracking_uri()
+    if uri not in _readers:
+        _readers[uri] = StoreReader(uri)
+    return _readers[uri]
+
+
+def experiment_runs(experiment: str, parent_run_id: str | None = None, tracking_uri: str | None = None,
+                    status: str | None = "FINISHED") -> pd.DataFrame:
+    """One row per model of the newest finished invocation of `experiment` (or of `parent_run_id`)."""
+    return reader(tracking_uri).experiment_runs(experiment, parent_run_id, status)
+
+
+def invocations(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Every parent run of `experiment`, newest first: pick a `run_id` to pass as `parent_run_id`."""
+    return reader(tracking_uri).invocations(experiment)
+
+
+RunsLike = Union[str, Run, pd.DataFrame, Iterable[Union[str, Run]]]
+
+
+def _runs(store: StoreReader, runs: RunsLike) -> list[Run]:
+    if isinstance(runs, (str, Run)):
+        runs = [runs]
+    elif isinstance(runs, pd.DataFrame):
+        runs = runs["run_id"].tolist()
+    return [store.client.get_run(run) if isinstance(run, str) else run for run in runs]
+
+
+def metric_history(runs: RunsLike, keys: str | Sequence[str] | None = None,
+                   tracking_uri: str | None = None) -> pd.DataFrame:
+    """Every logged value of `keys` (all metrics if None) for one run id, many, or an `experiment_runs` frame."""
+    store = reader(tracking_uri)
+    return store.history(_runs(store, runs), [keys] if isinstance(keys, str) else keys)
+
+
+def list_artifacts(run: str | Run, folder: str | None = None, tracking_uri: str | None = None) -> list[str]:
+    """The artifact paths of one run (by id or `Run`), e.g. `weights/final.pt`, `figures/loss.png`."""
+    store = reader(tracking_uri)
+    return store.artifacts(_runs(store, run)[0], folder)
+
+
+def download_artifact(run: str | Run, artifact_path: str, into: str | Path | None = None,
+                      tracking_uri: str | None = None) -> Path:
+    """A local copy of one artifact (a file or a folder) of one run, in `into` or a fresh temporary folder."""
+    store = reader(tracking_uri)
+    return store.download(_runs(store, run)[0], artifact_path, into)

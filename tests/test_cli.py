@@ -35,6 +35,14 @@ def test_run_then_analyze_from_a_fresh_process(tmp_path):
     (["run", "part1_1a", "--preset", "huge"], "unknown preset 'huge'"),
     (["run", "part1_1a", "--device", "tpu"], "unknown device 'tpu'"),
     (["run", "part1_1a", "--bogus"], "No such option '--bogus'"),
+    (["run", "all", "--set", "widht=10"], "unknown setting 'widht'"),
+    (["run", "part1_1a", "--set", "epochs=-3"], "epochs must be > 0"),
+    (["run", "part1_1a", "--set", "epochs=2.5"], "epochs='2.5': expected a int"),
+    (["run", "part1_1a", "--set", "lr=0"], "lr must be > 0"),
+    (["run", "part1_1a", "--set", "lr=nan"], "lr must be a finite number"),
+    (["run", "part1_1b", "--set", "batch_size=0"], "batch_size must be > 0"),
+    (["run", "part1_3c_ii", "--set", "batch_sizes=10,-385"], "batch_sizes must be > 0"),
+    (["run", "part1_3b", "--set", "widths="], "widths must not be empty"),
     (["analyze", "part1_1a"], "no finished run of part1_1a"),
 ])
 def test_bad_input_is_one_line_exit_2_and_leaves_no_store(tmp_path, args, message):

@@ -1,0 +1,295 @@
+"""The study on one page: a self-contained HTML report built from the tracking store alone.
+
+For every experiment in `runs/`, the newest finished parent run contributes its
+figures (the PNGs `hw1track analyze` logged under `figures/`, else drawn in memory
+by the experiment's analysis module), the final metrics of its models, its config
+and its provenance tags. Experiments without a finished run are listed as "not
+run", so the page also shows what is missing. Images are embedded as base64, so
+the file can be mailed or archived on its own.
+
+The page is logged as `report.html` to a run of its own in the MLflow experiment
+`hw1/report` rather than to the experiments' parent runs: it spans every
+experiment, so filing it under one parent would misplace it and a copy under
+each would multiply it. Its run records, as params `parent.<experiment>`, which
+parent run each section was built from, and earlier reports stay browsable there.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mlflow.entities import Run
+
+from hw1track.errors import StoreError
+from hw1track.experiment import Experiment, discover
+from hw1track.provenance import git_commit
+from hw1track.query import StoreReader
+from hw1track.tracking import TAG_EXPERIMENT, TAG_GIT_COMMIT, TAG_ROLE, TrackedRun, _lifecycle
+
+REPORT_EXPERIMENT = "report"
+REPORT_ARTIFACT = "report.html"
+FIGURES_FOLDER = "figures"
+
+HEADLINE_METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
+MAX_METRIC_COLUMNS = 8
+MAX_PARAM_COLUMNS = 4
+MAX_CHILD_ROWS = 20  # beyond this (part1_2c's 100 trainings) the table summarises instead of listing
+PROVENANCE_TAGS = ("hw1track.preset", "hw1track.seed", "hw1track.git_commit", "hw1track.mnist_md5",
+                   "hw1track.torch_threads")
+VERSION_TAG_PREFIX = "hw1track.version."
+
+
+@dataclass
+class Section:
+    """What the report shows of one experiment; `parent` is None when it was never run to the end."""
+
+    experiment: Experiment
+    parent: Run | None = None
+    children: list[Run] = field(default_factory=list)
+    figures: dict[str, bytes] = field(default_factory=dict)  # name -> PNG
+    figures_drawn: bool = False  # True: no figures were logged, so they were drawn for the report
+    command: list[str] | None = None
+
+
+@dataclass
+class Report:
+    path: Path
+    run_id: str
+    sections: list[Section]
+
+
+def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
+    """The run's page in the MLflow UI, when the store is a server that serves one."""
+    if urlparse(tracking_uri).scheme not in {"http", "https"}:
+        return None
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _png(figure) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _figures(reader: StoreReader, experiment: Experiment, parent: Run) -> tuple[dict[str, bytes], bool]:
+    """The logged figures of `parent`; if it has none yet, the analysis draws them here (not logged)."""
+    logged = [path for path in reader.artifacts(parent, FIGURES_FOLDER) if path.endswith(".png")]
+    if logged:
+        with tempfile.TemporaryDirectory(prefix="hw1track-report-") as folder:
+            return {Path(path).stem: reader.download(parent, path, folder).read_bytes() for path in logged}, False
+    import hw1track.plotting  # noqa: F401 (the shared figure style, and a non-interactive backend)
+
+    drawn = experiment.analysis().figures(reader, parent)
+    return {name: _png(figure) for name, figure in drawn.items()}, True
+
+
+def _command(reader: StoreReader, parent: Run) -> list[str] | None:
+    """The command line that made the run, from its run_config.json."""
+    if "run_config.json" not in reader.artifacts(parent):
+        return None
+    with tempfile.TemporaryDirectory(prefix="hw1track-report-") as folder:
+        return json.loads(reader.download(parent, "run_config.json", folder).read_text()).get("argv")
+
+
+def collect(reader: StoreReader) -> list[Section]:
+    """One section per experiment, in study order; a `StoreError` when the store holds no finished run at all."""
+    sections = []
+    for name, experiment in discover().items():
+        parents = reader.parents(name)
+        sections.append(Section(experiment, parents[0]) if parents else Section(experiment))
+    if not any(section.parent for section in sections):
+        raise StoreError(f"no runs in {reader.store.uri}; run `hw1track run <experiment>` first")
+    for section in sections:
+        if section.parent is not None:
+            section.children = reader.children(section.parent)
+            section.figures, section.figures_drawn = _figures(reader, section.experiment, section.parent)
+            section.command = _command(reader, section.parent)
+    return sections
+
+
+def _number(value: float) -> str:
+    if float(value).is_integer() and abs(value) < 1e7:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def _when(milliseconds: int | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(milliseconds / 1000)) if milliseconds else "?"
+
+
+def _text(value) -> str:
+    return html.escape(str(value))
+
+
+def _link(text: str, url: str | None) -> str:
+    return f'<a href="{html.escape(url)}">{_text(text)}</a>' if url else _text(text)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Cells are HTML already (escaped by the caller); header cells are plain text."""
+    head = "".join(f"<th>{_text(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pairs(items: Mapping[str, str]) -> str:
+    return _table(["name", "value"], [[f"<code>{_text(k)}</code>", _text(v)] for k, v in items.items()])
+
+
+def _metric_columns(children: list[Run]) -> list[str]:
+    """The headline accuracy/loss metrics first, then whatever else the models logged, up to a readable width."""
+    keys = set().union(*(child.data.metrics for child in children)) if children else set()
+    ordered = [k for k in HEADLINE_METRICS if k in keys] + sorted(keys - set(HEADLINE_METRICS))
+    return ordered[:MAX_METRIC_COLUMNS]
+
+
+def _param_columns(children: list[Run]) -> list[str]:
+    """P, then the params that tell the models apart (the run name already says `model`)."""
+    varying = [key for key in children[0].data.params
+               if key not in {"model", "n_params"}
+               and len({child.data.params.get(key) for child in children}) > 1]
+    return (["n_params"] if "n_params" in children[0].data.params else []) + varying[:MAX_PARAM_COLUMNS - 1]
+
+
+def _models_table(section: Section, uri: str) -> str:
+    children = section.children
+    if not children:
+        return "<p>No finished model runs under this parent.</p>"
+    metrics = _metric_columns(children)
+    if len(children) > MAX_CHILD_ROWS:
+        rows = []
+        for key in metrics:
+            values = sorted(child.data.metrics[key] for child in children if key in child.data.metrics)
+            rows.append([f"<code>{_text(key)}</code>", str(len(values)), _number(values[0]),
+                         _number(values[len(values) // 2]), _number(values[-1])])
+        return (f"<p>{len(children)} models; final values summarised over them.</p>"
+                + _table(["metric", "models", "min", "median", "max"], rows))
+    params = _param_columns(children)
+    rows = []
+    for child in children:
+        url = run_link(uri, child.info.experiment_id, child.info.run_id)
+        rows.append([_link(child.info.run_name, url)]
+                    + [_text(child.data.params.get(key, "")) for key in params]
+                    + [_number(child.data.metrics[key]) if key in child.data.metrics else "" for key in metrics])
+    return _table(["model run"] + params + metrics, rows)
+
+
+def _provenance(parent: Run) -> dict[str, str]:
+    tags = parent.data.tags
+    shown = {key: tags[key] for key in PROVENANCE_TAGS if key in tags}
+    shown.update({key: tags[key] for key in sorted(tags) if key.startswith(VERSION_TAG_PREFIX)})
+    return shown
+
+
+def _summary(section: Section) -> str:
+    """The run module's first docstring line, without the experiment name it starts with."""
+    return section.experiment.summary.removeprefix(f"{section.experiment.name}: ")
+
+
+def _section_html(section: Section, uri: str) -> str:
+    name = section.experiment.name
+    title = f'<h2 id="{_text(name)}">{_text(name)}</h2><p class="summary">{_text(_summary(section))}</p>'
+    parent = section.parent
+    if parent is None:
+        return f'<section>{title}<p class="missing">not run: no finished run in the store.</p></section>'
+    url = run_link(uri, parent.info.experiment_id, parent.info.run_id)
+    duration = ((parent.info.end_time or 0) - parent.info.start_time) / 1000
+    parts = [title, f"<p>Parent run {_link(parent.info.run_name, url)} (<code>{_text(parent.info.run_id)}</code>), "
+                    f"started {_text(_when(parent.info.start_time))}, {duration:.0f} s, "
+                    f"{len(section.children)} models.</p>"]
+    origin = ("drawn for this report (no figures logged yet; `hw1track analyze` logs them)" if section.figures_drawn
+              else "as logged by `hw1track analyze`")
+    parts.append(f"<h3>Figures</h3><p class=\"note\">{_text(origin)}</p>")
+    for figure_name, png in section.figures.items():
+        encoded = base64.b64encode(png).decode("ascii")
+        parts.append(f'<figure><img src="data:image/png;base64,{encoded}" alt="{_text(figure_name)}">'
+                     f"<figcaption>{_text(figure_name)}</figcaption></figure>")
+    parts.append("<h3>Final metrics of each model</h3>" + _models_table(section, uri))
+    if parent.data.metrics:
+        parts.append("<h3>Metrics of the parent run</h3>"
+                     + _pairs({k: _number(v) for k, v in sorted(parent.data.metrics.items())}))
+    parts.append("<h3>Config</h3>" + _pairs(dict(sorted(parent.data.params.items()))))
+    if section.command:
+        parts.append(f"<p>Command line: <code>{_text(' '.join(section.command))}</code></p>")
+    parts.append("<h3>Provenance</h3>" + _pairs(_provenance(parent)))
+    return "<section>" + "".join(parts) + "</section>"
+
+
+def _overview(sections: list[Section], uri: str) -> str:
+    rows = []
+    for section in sections:
+        name = f'<a href="#{_text(section.experiment.name)}">{_text(section.experiment.name)}</a>'
+        parent = section.parent
+        if parent is None:
+            rows.append([name, _text(_summary(section)), '<span class="missing">not run</span>', "", ""])
+            continue
+        url = run_link(uri, parent.info.experiment_id, parent.info.run_id)
+        status = (f"{_link(parent.data.tags.get('hw1track.preset', '?'), url)}, "
+                  f"{_text(_when(parent.info.start_time))}")
+        rows.append([name, _text(_summary(section)), status, str(len(section.children)),
+                     str(len(section.figures))])
+    return _table(["experiment", "what", "latest finished run", "models", "figures"], rows)
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>hw1track report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }}
+th {{ background: #f3f3f3; }}
+figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
+figcaption, .note, .summary {{ color: #666; font-size: 0.9em; }}
+.missing {{ color: #a33; }}
+section {{ border-top: 2px solid #ddd; margin-top: 2em; }}
+</style></head>
+<body>
+<h1>HW1 on MNIST: the latest finished run of every experiment</h1>
+<p>Built {generated} from the tracking store <code>{uri}</code>.</p>
+{overview}
+{sections}
+</body></html>
+"""
+
+
+def render(sections: list[Section], uri: str) -> str:
+    return PAGE.format(generated=_text(time.strftime("%Y-%m-%d %H:%M")), uri=_text(uri),
+                       overview=_overview(sections, uri),
+                       sections="\n".join(_section_html(section, uri) for section in sections))
+
+
+def _log(reader: StoreReader, path: Path, sections: list[Section]) -> str:
+    store = reader.store
+    experiment_id = store.experiment_id(REPORT_EXPERIMENT, create=True)
+    tags = {TAG_EXPERIMENT: REPORT_EXPERIMENT, TAG_ROLE: "report", TAG_GIT_COMMIT: git_commit()}
+    created = store.client.create_run(experiment_id, run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
+    with _lifecycle(TrackedRun(store.client, created.info.run_id)) as run:
+        run.log_params({f"parent.{s.experiment.name}": s.parent.info.run_id if s.parent else "not run"
+                        for s in sections})
+        with tempfile.TemporaryDirectory(prefix="hw1track-report-") as folder:
+            logged = Path(folder) / REPORT_ARTIFACT  # one artifact name, whatever --out was called
+            shutil.copyfile(path, logged)
+            run.log_file(logged)
+    return created.info.run_id
+
+
+def write_report(reader: StoreReader, out: str | Path) -> Report:
+    """Write the page to `out` and log it; nothing is written when the store has no finished run."""
+    sections = collect(reader)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(sections, reader.store.uri), encoding="utf-8")
+    return Report(path, _log(reader, path, sections), sections)

@@ -1,0 +1,29 @@
+"""The side-by-side benchmark runs end to end and writes its table (speed is measured, never asserted)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+COLUMNS = ["reference (s)", "hw1track (s)", "ratio", "steps (reference / hw1track)"]
+
+
+@pytest.mark.slow
+def test_vs_naive_quick_writes_a_table_with_both_sides_and_equal_steps(tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "vs_naive.py"), "--scale", "quick",
+                           "--workloads", "W1,W4", "--threads", "1", "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in out.read_text().splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert all(column in header for column in COLUMNS), header
+    rows = [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+    assert [row["workload"][:2] for row in rows] == ["W1", "W4", "W4"]
+    for row in rows:
+        assert float(row["reference (s)"]) > 0 and float(row["hw1track (s)"]) > 0
+        reference_steps, hw1track_steps = (int(n.replace(",", "")) for n in row["steps (reference / hw1track)"].split("/"))
+        assert reference_steps == hw1track_steps > 0
+    assert "sgemm peak" in rows[0]["notes"] and "GFLOP/s" in rows[0]["notes"]

@@ -1,0 +1,172 @@
+"""The MLflow UI as a person uses it: `hw1track ui` in headless Chromium, and a plain `mlflow ui`.
+
+A tiny part1_1b study plus its figures is browsed from the experiment page down
+to a child's metrics and the parent's figure artifacts. Chromium is Debian's
+(/usr/bin/chromium, installed by .ci/run); every request that does not go to
+the loopback server is refused, so the page can only show what the store holds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import struct
+import sys
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from conftest import hw1track
+from hw1track.query import StoreReader
+from servers import LOOPBACK, free_port, serving, ui_server
+
+EXPERIMENT = "part1_1b"
+TINY = ("--set", "epochs=1", "--set", "train_size=500", "--set", "test_size=200", "--threads", "1")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 30_000
+VIEWPORT = {"width": 1400, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def analysed_store(tmp_path_factory, data_root) -> Path:
+    """A folder whose default store (mlflow.db, mlruns/) holds one finished, analysed part1_1b run."""
+    folder = tmp_path_factory.mktemp("ui-store")
+    ran = hw1track("run", EXPERIMENT, *TINY, cwd=folder)
+    assert ran.returncode == 0, ran.stderr
+    drawn = hw1track("analyze", EXPERIMENT, cwd=folder)
+    assert drawn.returncode == 0, drawn.stderr
+    return folder
+
+
+@contextmanager
+def chromium_page() -> Iterator[Page]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.set_default_timeout(TIMEOUT_MS)
+            page.route("**/*", lambda route: route.continue_()
+                       if urllib.parse.urlparse(route.request.url).hostname == LOOPBACK else route.abort())
+            yield page
+        finally:
+            browser.close()
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", header[16:24])
+
+
+@pytest.mark.slow
+def test_browser_shows_runs_metrics_and_figures(analysed_store, tmp_path):
+    reader = StoreReader(f"sqlite:///{analysed_store / 'mlflow.db'}")
+    parent = reader.latest_parent(EXPERIMENT)
+    children = reader.children(parent)
+    figures = sorted(Path(p).name for p in reader.artifacts(parent, "figures"))
+    assert [c.info.run_name for c in children] == ["cnn1", "cnn2", "cnn3"] and figures
+    parent_name, child = parent.info.run_name, children[0]
+    shot = tmp_path / "parent-figure.png"
+
+    with ui_server(tmp_path / "ui.log", cwd=analysed_store) as (url, ui), chromium_page() as page:
+        expect.set_options(timeout=TIMEOUT_MS)
+        page.goto(f"{url}/")
+        # MLflow 3 opens on its GenAI view; runs and their metrics live under "Model training".
+        page.get_by_role("button", name="Model training").click()
+        page.get_by_role("link", name=f"hw1/{EXPERIMENT}", exact=True).click()
+
+        parent_link = page.get_by_role("link", name=parent_name, exact=True)
+        expect(parent_link).to_be_visible()
+        # Children are nested under their parent; the parent's name cell holds the expand button.
+        page.get_by_role("gridcell").filter(has=parent_link).get_by_role("button").click()
+        for run in children:
+            expect(page.get_by_role("link", name=run.info.run_name, exact=True)).to_be_visible()
+
+        page.get_by_role("link", name=child.info.run_name, exact=True).click()
+        expect(page.get_by_role("heading", name=child.info.run_name, exact=True)).to_be_visible()
+        for metric in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            assert metric in child.data.metrics
+            expect(page.get_by_role("link", name=metric, exact=True)).to_be_visible()  # the metrics table
+        page.get_by_role("tab", name="Model metrics").click()
+        for metric in ("train_loss", "test_acc"):  # one chart per metric, titled by its name
+            expect(page.get_by_text(f"{child.info.run_name} ({metric})", exact=True)).to_be_visible()
+
+        page.get_by_role("tab", name="Overview").click()
+        page.get_by_role("link", name=parent_name, exact=True).click()  # "Parent run"
+        expect(page.get_by_role("heading", name=parent_name, exact=True)).to_be_visible()
+        page.get_by_role("tab", name="Artifacts").click()
+        page.get_by_text("figures", exact=True).click()
+        for name in figures:
+            expect(page.get_by_text(name, exact=True)).to_be_visible()
+        page.get_by_text(figures[0], exact=True).click()
+        expect(page.get_by_text(f"figures/{figures[0]}", exact=True)).to_be_visible()
+        # The preview names where the file lives: the store's own artifact folder, read by the server.
+        stored = (analysed_store / "mlruns" / EXPERIMENT / parent.info.run_id / "artifacts" / "figures" / figures[0])
+        expect(page.get_by_text(re.compile(re.escape(f"Path: {stored.as_uri()}")))).to_be_visible()
+        preview = page.get_by_role("img", name=f"figures/{figures[0]}", exact=True)
+        expect(preview).to_be_visible()
+        assert preview.evaluate("img => img.complete && img.naturalWidth") == png_size(stored)[0]  # decoded
+        page.screenshot(path=str(shot))
+
+        ui.send_signal(signal.SIGINT)  # Ctrl-C
+        assert ui.wait(timeout=30) == 130
+    log = (tmp_path / "ui.log").read_text()
+    assert f"MLflow UI for sqlite:///{analysed_store / 'mlflow.db'} at {url}" in log
+    assert "Traceback" not in log
+
+    assert png_size(shot) == (VIEWPORT["width"], VIEWPORT["height"])
+    assert shot.stat().st_size > 30_000  # a rendered page with a plotted figure, not a blank one
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
+@pytest.mark.slow
+def test_plain_mlflow_ui_in_the_folder_opens_the_same_store(analysed_store, tmp_path):
+    """What the README promises: `mlflow ui` with no options, run where `hw1track run` ran."""
+    parent = StoreReader(f"sqlite:///{analysed_store / 'mlflow.db'}").latest_parent(EXPERIMENT)
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "ui", "--port", str(port), "--workers", "1"]
+    url = f"http://{LOOPBACK}:{port}"
+    with serving(command, f"{url}/health", tmp_path / "mlflow-ui.log", cwd=analysed_store):
+        found = _get_json(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=hw1/{EXPERIMENT}")
+        assert found["experiment"]["experiment_id"] == parent.info.experiment_id
+        query = urllib.parse.urlencode({"run_uuid": parent.info.run_id, "path": "figures"})
+        listed = _get_json(f"{url}/ajax-api/2.0/mlflow/artifacts/list?{query}")  # what the artifact tab asks
+        names = {Path(f["path"]).name for f in listed["files"]}
+        assert names == {p.name for p in (analysed_store / "figures" / EXPERIMENT).glob("*.png")}
+        name = sorted(names)[0]
+        query = urllib.parse.urlencode({"run_uuid": parent.info.run_id, "path": f"figures/{name}"})
+        with urllib.request.urlopen(f"{url}/get-artifact?{query}", timeout=30) as response:
+            assert response.read() == (analysed_store / "figures" / EXPERIMENT / name).read_bytes()
+    assert not (analysed_store / "mlartifacts").exists()
+
+
+def test_ui_without_a_store_says_so_in_one_line(tmp_path):
+    done = hw1track("ui", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == f"hw1track: error: no store at {tmp_path / 'mlflow.db'}; " \
+                          "run `hw1track run <experiment>` first\n"
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_ui_refuses_a_taken_port_and_a_server_uri(tmp_path):
+    (tmp_path / "mlflow.db").touch()
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        done = hw1track("ui", "--port", str(taken.getsockname()[1]), cwd=tmp_path)
+    assert done.returncode == 2 and "choose another --port" in done.stderr and done.stderr.count("\n") == 1
+    done = hw1track("ui", "--tracking-uri", "http://127.0.0.1:5000", cwd=tmp_path)
+    assert done.returncode == 2 and "serves its own UI" in done.stderr and done.stderr.count("\n") == 1
