@@ -1,4 +1,4 @@
-"""A team's tracking server: `hw1track run` and `analyze` against `mlflow server` over HTTP.
+"""A team's tracking server: `hw1track run`, `analyze` and `report` against `mlflow server` over HTTP.
 
 The server keeps runs in its own SQLite database and artifacts in its own
 folder (`--serve-artifacts`), so the client needs no access to either: weights
@@ -64,6 +64,12 @@ def test_run_and_analyze_through_a_tracking_server(tracking_server, tmp_path):  
 
     client = tmp_path / "client"
     assert {p.name for p in client.iterdir()} == {"figures"}  # no mlflow.db, mlruns/ or mlartifacts/ here
+
+    page = tmp_path / "report.html"
+    reported = hw1track("report", "--tracking-uri", server.uri, "--out", str(page), cwd=client)
+    assert reported.returncode == 0, reported.stderr
+    link = f"{server.uri}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+    assert link in page.read_text()  # a server's report points at its runs in the UI
 
     run_and_analyze(tmp_path / "local")  # the same study against the default local SQLite store
     local = StoreReader(f"sqlite:///{tmp_path / 'local' / 'mlflow.db'}")
