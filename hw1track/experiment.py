@@ -31,7 +31,7 @@ from hw1track.threads import intra_op_threads
 from hw1track.provenance import git_commit, package_versions
 from hw1track.tracking import (MLFLOW_GIT_COMMIT, TAG_CODE_VERSION, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_RUN_HASH,
                                ParentRun, ReusedRun, Store, TrackedRun, config_hash, parent_run, restore_weights)
-from hw1track.train import Split, Task, fit
+from hw1track.train import CLASSIFICATION, Split, Task, fit, seeded_model
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,20 @@ class RunContext:
 
     def report(self, message: str) -> None:
         _report(self.parent.experiment, message)
+
+    def train_classifiers(self, models: Mapping[str, tuple[Callable[[], nn.Module], Mapping[str, Any]]],
+                          cfg: Any) -> None:
+        """Train named MNIST classifiers one after another with the config's data and recipe.
+
+        Model number m is seeded `cfg.seed + m`, so the sweep's models differ in
+        their initialisation as well as in what the experiment varies (`params`).
+        """
+        train, test = self.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
+        for m, (name, (factory, params)) in enumerate(models.items()):
+            seed = cfg.seed + m
+            self.train_model(name, seeded_model(factory, seed, self.device), seed=seed, train=train,
+                             eval_splits={"train": train, "test": test}, task=CLASSIFICATION, epochs=cfg.epochs,
+                             batch_size=cfg.batch_size, lr=cfg.lr, params=params)
 
     def train_model(self, name: str, model: nn.Module, *, seed: int, train: Split, eval_splits: Mapping[str, Split],
                     task: Task, epochs: int, batch_size: int, lr: float, params: Mapping[str, Any],

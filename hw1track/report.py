@@ -34,7 +34,7 @@ from hw1track.errors import StoreError
 from hw1track.experiment import Experiment, discover
 from hw1track.provenance import git_commit
 from hw1track.query import StoreReader
-from hw1track.tracking import TAG_EXPERIMENT, TAG_GIT_COMMIT, TAG_ROLE, TrackedRun, _lifecycle
+from hw1track.tracking import TAG_EXPERIMENT, TAG_GIT_COMMIT, TAG_ROLE, TrackedRun, ended_with_status
 
 REPORT_EXPERIMENT = "report"
 REPORT_ARTIFACT = "report.html"
@@ -276,7 +276,7 @@ def _log(reader: StoreReader, path: Path, sections: list[Section]) -> str:
     experiment_id = store.experiment_id(REPORT_EXPERIMENT, create=True)
     tags = {TAG_EXPERIMENT: REPORT_EXPERIMENT, TAG_ROLE: "report", TAG_GIT_COMMIT: git_commit()}
     created = store.client.create_run(experiment_id, run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
-    with _lifecycle(TrackedRun(store.client, created.info.run_id)) as run:
+    with ended_with_status(TrackedRun(store.client, created.info.run_id)) as run:
         run.log_params({f"parent.{s.experiment.name}": s.parent.info.run_id if s.parent else "not run"
                         for s in sections})
         with tempfile.TemporaryDirectory(prefix="hw1track-report-") as folder:

@@ -361,7 +361,7 @@ def _signals_deferred() -> Iterator[None]:
 
 
 @contextmanager
-def _lifecycle(run: TrackedRun) -> Iterator[TrackedRun]:
+def ended_with_status(run: TrackedRun) -> Iterator[TrackedRun]:
     """End `run` as FINISHED, or FAILED/KILLED after flushing what it buffered."""
     try:
         yield run
@@ -426,7 +426,7 @@ class ParentRun(TrackedRun):
                 tags[TAG_CODE_VERSION] = str(self.scope["code_version"])
             created = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
             run = TrackedRun(self.client, created.info.run_id)
-            with _lifecycle(run):
+            with ended_with_status(run):
                 run.log_params(params)
                 yield run
 
@@ -462,7 +462,7 @@ def parent_run(store: Store, experiment: str, preset: str, run_name: str, tags: 
     created = store.client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
     run = ParentRun(store.client, created.info.run_id, experiment_id, experiment, preset, store=store, scope=scope,
                     reuse=reuse)
-    with _lifecycle(run):
+    with ended_with_status(run):
         yield run
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from hw1track.config import MnistSplits
 from hw1track.models import cnn, describe
-from hw1track.train import CLASSIFICATION, seeded_model
 
 DATA = "mnist"
 
@@ -38,11 +37,7 @@ PRESETS = {
 
 
 def run(cfg: Config, ctx) -> None:
-    train, test = ctx.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
-    for m, (name, (channels, dense)) in enumerate(MODELS.items()):
-        seed = cfg.seed + m
-        model = seeded_model(lambda: cnn(channels, dense), seed, ctx.device)
-        ctx.train_model(name, model, seed=seed, train=train, eval_splits={"train": train, "test": test},
-                        task=CLASSIFICATION, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                        params={"conv_layers": len(channels), "channels": describe(channels),
-                                "dense": describe(dense)})
+    ctx.train_classifiers({name: (lambda channels=channels, dense=dense: cnn(channels, dense),
+                                  {"conv_layers": len(channels), "channels": describe(channels),
+                                   "dense": describe(dense)})
+                           for name, (channels, dense) in MODELS.items()}, cfg)

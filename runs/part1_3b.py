@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from hw1track.config import MnistSplits
 from hw1track.models import cnn, describe
-from hw1track.train import CLASSIFICATION, seeded_model
 
 DATA = "mnist"
 
@@ -38,10 +37,6 @@ PRESETS = {
 
 
 def run(cfg: Config, ctx) -> None:
-    train, test = ctx.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
-    for m, width in enumerate(cfg.widths):
-        seed = cfg.seed + m
-        model = seeded_model(lambda: cnn(cfg.channels, (width,)), seed, ctx.device)
-        ctx.train_model(f"dense{width}", model, seed=seed, train=train, eval_splits={"train": train, "test": test},
-                        task=CLASSIFICATION, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                        params={"width": width, "channels": describe(cfg.channels)})
+    ctx.train_classifiers({f"dense{width}": (lambda width=width: cnn(cfg.channels, (width,)),
+                                             {"width": width, "channels": describe(cfg.channels)})
+                           for width in cfg.widths}, cfg)
