@@ -1,13 +1,15 @@
 """What part1_2c's speed choices are worth, measured on this machine.
 
-1. Training: the same models, same steps, either stacked (hw1track.batched.minimise)
-   or one at a time (torch.optim.Adam per module), for each phase.
+1. Training: the same models, same steps, one at a time (torch.optim.Adam per
+   module) or stacked (hw1track.batched.minimise) with the generic vmapped
+   stack or the hand-written DenseReluStack, for each phase.
 2. Intra-op threads (1 vs 2) for the stacked training, alternated round by round
    so that both see the same background load.
 3. The full Hessian: every method of hw1track.curvature.HESSIAN_METHODS, vmapped
-   over 1 model at a time or over several.
+   over 1 model at a time or over several, and DenseReluStack.hessians, which
+   differentiates the hand-written gradient pass of all the models at once.
 
-1 and 3 run with the experiment's own THREADS.
+1 and 3 run with torch's default thread count, as the experiment does.
 
     python benchmarks/part1_2c_batched.py [models] [rounds]
 
@@ -25,12 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from hw1track import curvature
-from hw1track.batched import ModelStack, minimise, minimise_one_at_a_time
+from hw1track.batched import DenseReluStack, ModelStack, minimise, minimise_one_at_a_time
 from hw1track.functions import sample_target
 from hw1track.models import mlp
-from hw1track.threads import intra_op_threads
 from hw1track.train import seeded_model
-from runs.part1_2c import DTYPE, PRESETS, THREADS, WIDTHS
+from runs.part1_2c import DTYPE, PRESETS, WIDTHS
 
 PHASE_STEPS = {"loss": 200, "squared_grad_norm": 100}
 HESSIAN_MODELS = 10
@@ -53,12 +54,14 @@ def _median_seconds(work, rounds: int) -> float:
 def compare_training(x, y, n_models: int, rounds: int) -> None:
     lr = PRESETS["full"].lr
     for objective, steps in PHASE_STEPS.items():
-        stacked = _median_seconds(lambda: minimise(ModelStack(_models(n_models)), x, y, objective=objective,
-                                                   steps=steps, lr=lr), rounds)
         alone = _median_seconds(lambda: minimise_one_at_a_time(_models(n_models), x, y, objective=objective,
                                                                steps=steps, lr=lr), rounds)
-        print(f"  {objective:>17}, {steps} steps: one at a time {alone:6.2f}s, stacked {stacked:6.2f}s, "
-              f"speedup {alone / stacked:5.1f}x")
+        line = f"  {objective:>17}, {steps} steps: one at a time {alone:6.2f}s"
+        for stack_class in (ModelStack, DenseReluStack):
+            stacked = _median_seconds(lambda: minimise(stack_class(_models(n_models)), x, y, objective=objective,
+                                                       steps=steps, lr=lr), rounds)
+            line += f", {stack_class.__name__} {stacked:6.2f}s ({alone / stacked:5.1f}x)"
+        print(line)
 
 
 def compare_threads(x, y, n_models: int, rounds: int) -> None:
@@ -67,7 +70,7 @@ def compare_threads(x, y, n_models: int, rounds: int) -> None:
     for _ in range(rounds):
         for threads in times:
             torch.set_num_threads(threads)
-            times[threads].append(_seconds(lambda: minimise(ModelStack(_models(n_models)), x, y,
+            times[threads].append(_seconds(lambda: minimise(DenseReluStack(_models(n_models)), x, y,
                                                             objective="squared_grad_norm", steps=50, lr=1e-5)))
     torch.set_num_threads(before)
     one, two = statistics.median(times[1]), statistics.median(times[2])
@@ -75,18 +78,23 @@ def compare_threads(x, y, n_models: int, rounds: int) -> None:
           f"the speed of 1)")
 
 
-def compare_hessians(x, y, rounds: int) -> None:
+def compare_hessians(x, y, n_models: int, rounds: int) -> None:
     stack = ModelStack(_models(HESSIAN_MODELS))
     thetas = stack.flat()
     mse = curvature.loss_of_flat_params(stack.template, F.mse_loss, x, y)
     reference = curvature.full_hessian(mse, thetas, "hvp_loop")
     for method in curvature.HESSIAN_METHODS:
-        for at_once in ((1, HESSIAN_MODELS) if method != "hvp_loop" else (1,)):
+        for at_once in ((1, HESSIAN_MODELS) if method not in ("hvp_loop", "hvp_all_models") else (HESSIAN_MODELS,)):
             curvature.full_hessian(mse, thetas[:1], method, at_once)  # first-call set-up is not the method's cost
             seconds = _median_seconds(lambda: curvature.full_hessian(mse, thetas, method, at_once), rounds)
             gap = (curvature.full_hessian(mse, thetas, method, at_once) - reference).abs().max().item()
-            print(f"  {method:>20}, {at_once:2d} model(s) at a time: {1e3 * seconds / HESSIAN_MODELS:7.1f} ms per "
+            print(f"  {method:>20}, {at_once:3d} model(s) at a time: {1e3 * seconds / HESSIAN_MODELS:7.1f} ms per "
                   f"model (max |ΔH| vs hvp_loop {gap:.1e})")
+    hand_written = DenseReluStack(_models(n_models))
+    seconds = _median_seconds(lambda: hand_written.hessians(x, y, method="hvp_all_models"), rounds)
+    gap = (hand_written.hessians(x, y, method="hvp_all_models")[:HESSIAN_MODELS] - reference).abs().max().item()
+    print(f"  {'DenseReluStack':>20}, {n_models:3d} model(s) at a time: {1e3 * seconds / n_models:7.1f} ms per "
+          f"model (max |ΔH| vs hvp_loop {gap:.1e})")
 
 
 def main() -> None:
@@ -97,11 +105,11 @@ def main() -> None:
     print(f"DNN {'-'.join(map(str, WIDTHS))}, {cfg.n_points} points, {DTYPE}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
           f"medians of {rounds} rounds")
-    with intra_op_threads(THREADS):
-        print(f"training {n_models} models, {THREADS} thread(s):")
-        compare_training(x, y, n_models, rounds)
-        print(f"full {cfg.n_points}-point Hessians of {HESSIAN_MODELS} models, {THREADS} thread(s):")
-        compare_hessians(x, y, rounds)
+    threads = torch.get_num_threads()
+    print(f"training {n_models} models, {threads} thread(s):")
+    compare_training(x, y, n_models, rounds)
+    print(f"full {cfg.n_points}-point Hessians, {threads} thread(s):")
+    compare_hessians(x, y, n_models, rounds)
     print(f"threads, {n_models} models:")
     compare_threads(x, y, n_models, rounds)
 

@@ -18,8 +18,7 @@ W4  part1_2b: the 1-500-1 sinc fit, full batch, logging loss and grad_norm at ev
 hw1track's side calls the functions the run modules use (train.fit, batched.minimise, curvature, the
 tracking classes); the reference side is naive_reference.py. Both sides start from the same initial
 weights (same seeds, same layer order), see the same data, write to their own temporary SQLite store
-(created before the clock starts) and run with the same intra-op threads, except that hw1track's W2 runs
-with part1_2c's declared THREADS, as `hw1track run part1_2c` does. MNIST is in memory before the clock
+(created before the clock starts) and run with the same intra-op threads. MNIST is in memory before the clock
 starts on both sides: the reference's per-sample transforms and collation run inside its loop.
 The step counts each side reports are counted, not configured, and printed next to the times.
 
@@ -54,7 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import naive_reference as naive
 from hw1track import curvature
-from hw1track.batched import ModelStack, minimise
+from hw1track.batched import DenseReluStack, minimise
 from hw1track.data import load_mnist, prepare_mnist
 from hw1track.functions import sample_target
 from hw1track.models import cnn, mlp, n_params
@@ -241,13 +240,12 @@ def w2_hw1track(store: Store, x, y, seeds, scale: Scale) -> tuple[int, list[dict
     """part1_2c's path: the models as one stack, both phases, the Hessians, the summaries logged."""
     cfg = part1_2c.Config()
     with parent_run(store, "W2", "bench", "part1_2c", {}) as parent:
-        stack = ModelStack([seeded_model(lambda: mlp(part1_2c.WIDTHS), seed).to(part1_2c.DTYPE) for seed in seeds])
+        stack = DenseReluStack([seeded_model(lambda: mlp(part1_2c.WIDTHS), seed).to(part1_2c.DTYPE) for seed in seeds])
         phase1 = minimise(stack, x, y, objective="loss", steps=scale.phase1_steps, lr=cfg.lr)
         phase2 = minimise(stack, x, y, objective="squared_grad_norm", steps=scale.phase2_steps, lr=cfg.phase2_lr)
-        thetas = stack.flat()
-        mse = curvature.loss_of_flat_params(stack.template, F.mse_loss, x, y)
-        final_loss, final_grad_norm = curvature.loss_and_gradient_norm(mse, thetas)
-        eigenvalues = curvature.hessian_eigenvalues(curvature.full_hessian(mse, thetas, cfg.hessian_method))
+        final_loss, final_gradients = stack.losses_and_gradients(x, y)
+        final_grad_norm = final_gradients.norm(dim=1)
+        eigenvalues = curvature.hessian_eigenvalues(stack.hessians(x, y, method=cfg.hessian_method))
         summaries = []
         for i in range(len(seeds)):
             spectrum = curvature.summarise_spectrum(eigenvalues[i], cfg.zero_tolerance)
@@ -264,8 +262,7 @@ def w2(scale: Scale, stores: Stores, args) -> list[Result]:
     x, y = (t.to(part1_2c.DTYPE) for t in sample_target(part1_2c.TARGET, cfg.n_points))
     seeds = list(range(scale.function_nets))
     store = stores.hw1track("W2")
-    with intra_op_threads(part1_2c.THREADS):
-        ours, (our_steps, our_summaries) = timed(lambda: w2_hw1track(store, x, y, seeds, scale))
+    ours, (our_steps, our_summaries) = timed(lambda: w2_hw1track(store, x, y, seeds, scale))
     stores.reference("W2")
     theirs, (their_steps, their_summaries) = timed(lambda: naive.part1_2c(
         x, y, seeds, scale.phase1_steps, scale.phase2_steps, lr=cfg.lr, phase2_lr=cfg.phase2_lr))
@@ -278,7 +275,7 @@ def w2(scale: Scale, stores: Stores, args) -> list[Result]:
           f"(relative); minimal ratio within {ratio_gap:.3f} (signs of eigenvalues within rounding of 0)")
     ratio = theirs / ours
     notes = (f"{len(seeds)} nets × ({scale.phase1_steps} + {scale.phase2_steps}) steps + Hessians; hw1track at "
-             f"{part1_2c.THREADS} thread (part1_2c.THREADS), reference at {torch.get_num_threads()}; "
+             f"{torch.get_num_threads()} threads, as the reference; "
              f"results agree: final loss to {loss_gap:.0e}, λ_max to {lambda_gap:.0e}")
     return [Result(f"W2 part1_2c: {len(seeds)} × DNN 1-10-10-10-1, training + full Hessian", their_steps,
                    our_steps, theirs, ours, target_cell("W2", ratio), notes)]

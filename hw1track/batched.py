@@ -24,17 +24,26 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from hw1track import curvature
 from hw1track.train import MetricSink
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class ModelStack:
-    """M models of one architecture as stacked parameters (each tensor has a leading model dimension)."""
+    """M models of one architecture as one (M, P) tensor θ: row i is model i's parameters in state_dict order.
+
+    One flat leaf keeps the optimiser to a handful of elementwise kernels per
+    step whatever the depth; the per-layer tensors the forward pass needs are
+    views into it, so an update of θ is an update of every layer.
+    """
 
     def __init__(self, models: Sequence[nn.Module]):
         params, buffers = stack_module_state(list(models))
-        self.params = {name: tensor.detach().requires_grad_() for name, tensor in params.items()}
+        self.names = list(params)
+        self.shapes = [tensor.shape[1:] for tensor in params.values()]
+        self.sizes = [shape.numel() for shape in self.shapes]
+        self.theta = torch.cat([tensor.detach().flatten(1) for tensor in params.values()], dim=1).requires_grad_()
         self.buffers = buffers
         # The template only supplies the forward code; its own weights are never read.
         self.template = copy.deepcopy(models[0]).to("meta")
@@ -45,93 +54,172 @@ class ModelStack:
         return functional_call(self.template, (params, buffers), (x,))
 
     def __len__(self) -> int:
-        return next(iter(self.params.values())).shape[0]
+        return self.theta.shape[0]
 
     @property
     def n_params(self) -> int:
         """P of one model."""
-        return sum(tensor[0].numel() for tensor in self.params.values())
+        return self.theta.shape[1]
 
-    def tensors(self) -> list[torch.Tensor]:
-        return list(self.params.values())
+    def params(self, theta: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The stacked per-layer tensors, (M, *shape) each, as views into `theta` (default: the stack's own)."""
+        theta = self.theta if theta is None else theta
+        pieces = theta.split(self.sizes, dim=1)
+        return {name: piece.view(len(theta), *shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Every model's output on the same inputs: (M, n, ...)."""
-        return self._outputs(self.params, self.buffers, x)
+        return self._outputs(self.params(), self.buffers, x)
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, loss: Loss = F.mse_loss) -> torch.Tensor:
-        """Each model's full-batch loss, (M,), differentiable w.r.t. the stacked parameters."""
+        """Each model's full-batch loss, (M,), differentiable w.r.t. θ."""
         per_example = loss(self.outputs(x), y.expand(len(self), *y.shape), reduction="none")
         return per_example.flatten(1).mean(dim=1)
 
+    def losses_and_gradients(self, x: torch.Tensor, y: torch.Tensor, loss: Loss = F.mse_loss,
+                             create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M,) losses and their (M, P) gradients; with `create_graph` the gradients are differentiable w.r.t. θ."""
+        with torch.enable_grad():
+            losses = self.losses(x, y, loss)
+            (gradients,) = torch.autograd.grad(losses.sum(), self.theta, create_graph=create_graph)
+        return losses.detach(), gradients
+
+    def hessians(self, x: torch.Tensor, y: torch.Tensor, loss: Loss = F.mse_loss,
+                 method: str = curvature.DEFAULT_HESSIAN_METHOD) -> torch.Tensor:
+        """(M, P, P): every model's full Hessian of its full-batch loss at the current θ.
+
+        "hvp_all_models" differentiates this stack's own gradient pass (for a
+        `DenseReluStack`, the hand-written one); the other methods of
+        `curvature.HESSIAN_METHODS` go through the template module, one model at a time.
+        """
+        if method == "hvp_all_models":
+            _, gradients = self.losses_and_gradients(x, y, loss, create_graph=True)
+            return curvature.hessians_from_gradients(gradients, self.theta)
+        return curvature.full_hessian(curvature.loss_of_flat_params(self.template, loss, x, y), self.flat(), method)
+
     def flat(self) -> torch.Tensor:
-        """(M, P): model i's parameters concatenated in state_dict order, as one detached vector."""
-        return torch.cat([tensor.detach().flatten(1) for tensor in self.params.values()], dim=1)
+        """(M, P): model i's parameters concatenated in state_dict order, as one detached tensor."""
+        return self.theta.detach()
 
     def state_dict(self, index: int) -> dict[str, torch.Tensor]:
         """Model `index` as a state_dict that loads into the architecture the stack was built from."""
-        state = {name: tensor[index].detach().clone() for name, tensor in self.params.items()}
+        state = {name: tensor[index].detach().clone() for name, tensor in self.params().items()}
         state.update({name: tensor[index].clone() for name, tensor in self.buffers.items()})
         return state
 
 
-def per_model_squared_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(M,) squared L2 norm of each model's slice of all `tensors` together."""
-    return torch.stack([t.pow(2).flatten(1).sum(dim=1) for t in tensors]).sum(dim=0)
+class DenseReluStack(ModelStack):
+    """A stack of `models.mlp` nets under the MSE, with the forward and backward passes written out.
+
+    For nets of a few hundred parameters the generic stack's vmapped forward
+    and autograd backward cost several times their arithmetic in dispatch:
+    here a step is one batched matmul per layer each way, a ReLU mask, and
+    one concatenation into the (M, P) gradient. The passes are plain tensor
+    operations, so autograd can still differentiate the gradient itself (the
+    ‖∇L‖² objective, Hessian-vector products). Any other loss falls back to
+    the generic path.
+    """
+
+    def __init__(self, models: Sequence[nn.Module]):
+        super().__init__(models)
+        kinds = [type(layer) for layer in models[0]] if isinstance(models[0], nn.Sequential) else []
+        dense = [kind for kind in kinds if kind is not nn.Flatten]
+        expected = [nn.Linear, nn.ReLU] * (len(dense) // 2) + [nn.Linear]
+        if dense != expected or kinds[:1] != [nn.Flatten] or self.names[1::2] != [
+                name.replace("weight", "bias") for name in self.names[0::2]]:
+            raise ValueError("DenseReluStack needs models built by hw1track.models.mlp (Linear and ReLU layers)")
+
+    def _layers(self, theta: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        params = list(self.params(theta).values())
+        return list(zip(params[0::2], params[1::2]))
+
+    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's input (the first is x, shared by all models), then the output: (M, n, width) each."""
+        activations = [x.flatten(1).expand(len(self), *x.flatten(1).shape)]
+        layers = self._layers(self.theta)
+        for depth, (weight, bias) in enumerate(layers):
+            if weight.shape[-1] == 1:  # one input feature: an outer product, one fused pass instead of a k = 1 GEMM
+                z = torch.addcmul(bias.unsqueeze(1), activations[-1], weight.transpose(1, 2))
+            else:
+                z = torch.bmm(activations[-1], weight.transpose(1, 2)).add_(bias.unsqueeze(1))
+            activations.append(z if depth == len(layers) - 1 else z.relu())
+        return activations
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x)[-1]
+
+    def losses_and_gradients(self, x: torch.Tensor, y: torch.Tensor, loss: Loss = F.mse_loss,
+                             create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        if loss is not F.mse_loss:
+            return super().losses_and_gradients(x, y, loss, create_graph)
+        with torch.set_grad_enabled(create_graph):
+            activations = self._forward(x)
+            residual = activations.pop() - y
+            losses = residual.pow(2).flatten(1).mean(dim=1)
+            delta = residual * (2 / residual[0].numel())  # ∂L/∂output
+            gradients = []
+            for depth, (weight, _) in reversed(list(enumerate(self._layers(self.theta)))):
+                gradients += [delta.sum(dim=1), torch.bmm(delta.transpose(1, 2), activations[depth]).flatten(1)]
+                if depth:
+                    # ReLU's own backward kernel: the gradient where the unit was active (its output > 0),
+                    # else 0, in one pass where a product with a boolean mask takes three.
+                    delta = torch.ops.aten.threshold_backward(torch.bmm(delta, weight), activations[depth], 0)
+            gradients = torch.cat(gradients[::-1], dim=1)
+        return losses.detach(), gradients
 
 
 class BatchedAdam:
-    """Adam (as torch.optim.Adam, no weight decay) over stacked parameters, with a step count per model.
+    """Adam (as torch.optim.Adam, no weight decay) over a stack's (M, P) θ, with a step count per model.
 
     A model whose `active` flag is off is left untouched, moments included, so that
     stopping it early is the same as never having taken the remaining steps.
     """
 
-    def __init__(self, params: Sequence[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8):
-        self.params = list(params)
+    def __init__(self, theta: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.theta = theta
         self.lr, self.betas, self.eps = lr, betas, eps
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        n_models = self.params[0].shape[0]
-        self.steps = torch.zeros(n_models, dtype=torch.float64, device=self.params[0].device)
+        self.exp_avg = torch.zeros_like(theta)
+        self.exp_avg_sq = torch.zeros_like(theta)
+        self.steps = torch.zeros(len(theta), dtype=torch.float64, device=theta.device)
 
     @torch.no_grad()
-    def step(self, grads: Sequence[torch.Tensor], active: torch.Tensor | None = None) -> None:
+    def step(self, grad: torch.Tensor, active: torch.Tensor | None = None) -> None:
+        everyone = active is None or bool(active.all())
+        if not everyone:
+            frozen = ~active
+            kept = [tensor[frozen] for tensor in (self.theta, self.exp_avg, self.exp_avg_sq)]
+        self.steps += 1 if everyone else active
         beta1, beta2 = self.betas
-        if active is None:
-            active = torch.ones_like(self.steps, dtype=torch.bool)
-        self.steps += active
         # Bias corrections in float64, as torch.optim.Adam computes them from a Python float.
-        step_size = self.lr / (1 - beta1 ** self.steps.clamp(min=1))
-        correction2_sqrt = (1 - beta2 ** self.steps.clamp(min=1)).sqrt()
-        for param, grad, exp_avg, exp_avg_sq in zip(self.params, grads, self.exp_avg, self.exp_avg_sq):
-            shape = (-1,) + (1,) * (param.dim() - 1)
-            on = active.view(shape)
-            exp_avg.copy_(torch.where(on, exp_avg.lerp(grad, 1 - beta1), exp_avg))
-            exp_avg_sq.copy_(torch.where(on, exp_avg_sq * beta2 + (1 - beta2) * grad * grad, exp_avg_sq))
-            denom = exp_avg_sq.sqrt() / correction2_sqrt.to(param.dtype).view(shape) + self.eps
-            update = exp_avg / denom * step_size.to(param.dtype).view(shape)
-            param.sub_(torch.where(on, update, torch.zeros_like(update)))
+        step_size = (self.lr / (1 - beta1 ** self.steps.clamp(min=1))).to(self.theta.dtype).unsqueeze(1)
+        correction2_sqrt = (1 - beta2 ** self.steps.clamp(min=1)).sqrt().to(self.theta.dtype).unsqueeze(1)
+        self.exp_avg.lerp_(grad, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (self.exp_avg_sq.sqrt() / correction2_sqrt).add_(self.eps)
+        self.theta.sub_(self.exp_avg / denom * step_size)
+        if not everyone:
+            for tensor, values in zip((self.theta, self.exp_avg, self.exp_avg_sq), kept):
+                tensor[frozen] = values
 
 
-# What a phase of training minimises. Each returns the gradient of the objective
-# w.r.t. `params` and the (M,) norm of the LOSS gradient, which is what every
-# phase reports, whatever it minimises.
-Objective = Callable[[torch.Tensor, Sequence[torch.Tensor]], tuple[Sequence[torch.Tensor], torch.Tensor]]
+# What a phase of training minimises. Each returns the (M,) losses, the (M, P)
+# gradient of the objective w.r.t. θ and the (M,) norm of the LOSS gradient,
+# which is what every phase reports, whatever it minimises.
+Objective = Callable[[ModelStack, torch.Tensor, torch.Tensor, Loss], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-def loss_objective(losses: torch.Tensor, params: Sequence[torch.Tensor]):
+def loss_objective(stack: ModelStack, x: torch.Tensor, y: torch.Tensor, loss: Loss = F.mse_loss):
     """The loss itself: ordinary training."""
-    grads = torch.autograd.grad(losses.sum(), params)
-    return grads, per_model_squared_norm(grads).sqrt()
+    losses, gradients = stack.losses_and_gradients(x, y, loss)
+    return losses, gradients, gradients.norm(dim=1)
 
 
-def squared_grad_norm_objective(losses: torch.Tensor, params: Sequence[torch.Tensor]):
+def squared_grad_norm_objective(stack: ModelStack, x: torch.Tensor, y: torch.Tensor, loss: Loss = F.mse_loss):
     """‖∇L‖² per model, differentiated through the gradient itself (a Hessian-vector product, 2H∇L)."""
-    grads = torch.autograd.grad(losses.sum(), params, create_graph=True)
-    squared = per_model_squared_norm(grads)
-    return torch.autograd.grad(squared.sum(), params), squared.detach().sqrt()
+    losses, gradients = stack.losses_and_gradients(x, y, loss, create_graph=True)
+    squared = gradients.pow(2).sum(dim=1)
+    (objective_gradients,) = torch.autograd.grad(squared.sum(), stack.theta)
+    return losses, objective_gradients, squared.detach().sqrt()
 
 
 OBJECTIVES: dict[str, Objective] = {"loss": loss_objective, "squared_grad_norm": squared_grad_norm_objective}
@@ -166,22 +254,20 @@ def minimise(stack: ModelStack, x: torch.Tensor, y: torch.Tensor, *, objective: 
     have stopped or after `steps` updates.
     """
     gradient_of = OBJECTIVES[objective]
-    params = stack.tensors()
-    optimizer = BatchedAdam(params, lr=lr)
+    optimizer = BatchedAdam(stack.theta, lr=lr)
     active = torch.ones(len(stack), dtype=torch.bool, device=x.device)
     checks = stop_below is not None
     losses_seen, norms_seen = [], []
     for step in range(steps + checks):
-        losses = stack.losses(x, y, loss)
         last = step == steps  # only reached with checks: the weights after the last update
-        grads, norms = (loss_objective if last else gradient_of)(losses, params)
-        losses_seen.append(losses.detach())
+        losses, gradients, norms = (loss_objective if last else gradient_of)(stack, x, y, loss)
+        losses_seen.append(losses)
         norms_seen.append(norms)
         if checks:
             active &= norms >= stop_below
             if last or not active.any():
                 break
-        optimizer.step(grads, active)
+        optimizer.step(gradients, active if checks else None)
     return Trajectory(torch.stack(losses_seen), torch.stack(norms_seen), optimizer.steps.long(),
                       ~active if checks else torch.zeros_like(active), has_final_row=checks)
 

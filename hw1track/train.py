@@ -118,6 +118,11 @@ def fit(model: nn.Module, train: Split, *, task: Task, epochs: int, batch_size: 
     """
     x, y = train
     n = len(x)
+    if any(isinstance(module, nn.Conv2d) for module in model.modules()):
+        # oneDNN's NHWC convolution and pooling kernels beat its NCHW ones for these thin layers
+        # (benchmarks/conv_memory_format.py). A one-channel image has the same layout either way,
+        # so only the weights change layout, before the optimiser sees them.
+        model.to(memory_format=torch.channels_last)
     # One fused kernel per step instead of a dozen passes over the weights: at batch 64 the update of the
     # 418k-parameter DNN was half of its step's time with foreach=True (benchmarks/vs_naive.py, W1).
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr, fused=True)

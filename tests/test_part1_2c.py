@@ -6,11 +6,10 @@ import torch.nn.functional as F
 
 from conftest import run_quick
 from hw1track import curvature
-from hw1track.batched import ModelStack, minimise, minimise_one_at_a_time, squared_grad_norm_objective
+from hw1track.batched import DenseReluStack, ModelStack, minimise, minimise_one_at_a_time, squared_grad_norm_objective
 from hw1track.functions import sample_target
 from hw1track.models import mlp, n_params
 from hw1track.plotting import save_figures
-from hw1track.threads import intra_op_threads
 from hw1track.train import seeded_model
 from runs.part1_2c import DTYPE, PRESETS, WIDTHS
 
@@ -18,13 +17,6 @@ from analysis import part1_2c as analysis
 
 SPEC_METRICS = {"final_loss", "final_grad_norm", "minimal_ratio", "minimal_ratio_tol", "lambda_min", "lambda_max",
                 "n_near_zero_eigenvalues"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """As the experiment runs (its THREADS): a second thread slows these tiny models on a shared machine."""
-    with intra_op_threads(1):
-        yield
 
 
 def _sinc(n_points=60):
@@ -40,12 +32,17 @@ def test_presets_have_the_studys_size():
     assert 100 <= n_params(mlp(WIDTHS)) < 1000
 
 
-def test_phase2_objective_is_the_gradient_of_the_squared_gradient_norm():
+# The generic stack (vmapped forward, autograd backward) and the hand-written one must agree with each other
+# and with plain autograd on one model.
+STACKS = [ModelStack, DenseReluStack]
+
+
+@pytest.mark.parametrize("stack_class", STACKS)
+def test_phase2_objective_is_the_gradient_of_the_squared_gradient_norm(stack_class):
     """Its gradient is 2·H·∇L (through the gradient), not ∇L: a phase 2 that still minimised the MSE fails here."""
     x, y = _sinc()
-    stack = ModelStack(_models([0, 1]))
-    objective_gradient, norms = squared_grad_norm_objective(stack.losses(x, y), stack.tensors())
-    objective_gradient = torch.cat([g.flatten(1) for g in objective_gradient], dim=1)
+    stack = stack_class(_models([0, 1]))
+    losses, objective_gradient, norms = squared_grad_norm_objective(stack, x, y)
 
     mse = curvature.loss_of_flat_params(stack.template, F.mse_loss, x, y)
     thetas = stack.flat()
@@ -55,12 +52,20 @@ def test_phase2_objective_is_the_gradient_of_the_squared_gradient_norm():
         (gradient,) = torch.autograd.grad(mse(theta), theta)
         torch.testing.assert_close(objective_gradient[i], 2 * hessians[i] @ gradient, rtol=1e-9, atol=1e-12)
         assert norms[i].item() == pytest.approx(gradient.norm().item(), rel=1e-10)
+        assert losses[i].item() == pytest.approx(mse(theta).item(), rel=1e-12)
 
 
-def test_stacked_training_equals_one_model_at_a_time():
+def test_the_hand_written_stack_is_only_for_dense_relu_nets():
+    with pytest.raises(ValueError, match="mlp"):
+        DenseReluStack([torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(1, 3), torch.nn.Tanh(),
+                                            torch.nn.Linear(3, 1)).double()])
+
+
+@pytest.mark.parametrize("stack_class", STACKS)
+def test_stacked_training_equals_one_model_at_a_time(stack_class):
     x, y = _sinc()
     seeds = [5, 6, 7]
-    stack = ModelStack(_models(seeds))
+    stack = stack_class(_models(seeds))
     alone = _models(seeds)
 
     phase1 = minimise(stack, x, y, objective="loss", steps=60, lr=1e-2)
