@@ -2,16 +2,17 @@
 
 A model of a few hundred parameters costs almost nothing to compute; trained
 one at a time, its step is dominated by Python and per-kernel overhead.
-Stacking M such models along a leading dimension and running them through one
-vmapped forward turns M small kernels into one (benchmarks/part1_2c_batched.py
-measures the gain). The models never interact: what is differentiated is the
-sum of the per-model objectives, so each model's gradient is exactly its own,
-and Adam is elementwise, with a step count per model so that one model can
-stop while the others go on.
+Stacking M such models along a leading dimension turns M small kernels into
+one: `ModelStack` does it for any architecture through a vmapped forward and
+autograd, `DenseReluStack` for the ReLU nets of `models.mlp` with the passes
+written out as batched matmuls, which is faster again for part1_2c's 100 nets
+(benchmarks/part1_2c_batched.py measures all three paths). The models never interact: what
+is differentiated is the sum of the per-model objectives, so each model's
+gradient is exactly its own, and Adam is elementwise, with a step count per
+model so that one model can stop while the others go on.
 
 `minimise_one_at_a_time` is the plain path (torch.optim.Adam on one module at a
-time) that the stacked path must reproduce; tests and benchmarks compare the two.
-"""
+time) that the stacked path must reproduce; tests and benchmarks compare the two."""
 
 from __future__ import annotations
 
@@ -257,18 +258,21 @@ def minimise(stack: ModelStack, x: torch.Tensor, y: torch.Tensor, *, objective: 
     optimizer = BatchedAdam(stack.theta, lr=lr)
     active = torch.ones(len(stack), dtype=torch.bool, device=x.device)
     checks = stop_below is not None
-    losses_seen, norms_seen = [], []
+    # Rows are written into buffers allocated once: thousands of small tensors kept alive between the
+    # activations of each step fragment the heap, which then grows by about 1 MB a step.
+    records = torch.full((2, steps + checks, len(stack)), float("nan"), dtype=stack.theta.dtype, device=x.device)
+    rows = 0
     for step in range(steps + checks):
         last = step == steps  # only reached with checks: the weights after the last update
         losses, gradients, norms = (loss_objective if last else gradient_of)(stack, x, y, loss)
-        losses_seen.append(losses)
-        norms_seen.append(norms)
+        records[0, step], records[1, step] = losses, norms
+        rows += 1
         if checks:
             active &= norms >= stop_below
             if last or not active.any():
                 break
         optimizer.step(gradients, active if checks else None)
-    return Trajectory(torch.stack(losses_seen), torch.stack(norms_seen), optimizer.steps.long(),
+    return Trajectory(records[0, :rows], records[1, :rows], optimizer.steps.long(),
                       ~active if checks else torch.zeros_like(active), has_final_row=checks)
 
 

@@ -95,12 +95,10 @@ def hessians_from_gradients(gradients: torch.Tensor, thetas: torch.Tensor) -> to
     replace M·P small ones.
     """
     direction = torch.zeros_like(thetas)
-    rows = []
+    matrix = thetas.new_empty(thetas.shape[0], thetas.shape[1], thetas.shape[1])  # one block: no heap growth
     for k in range(thetas.shape[1]):
         direction.zero_()[:, k] = 1
-        (row,) = torch.autograd.grad(gradients, thetas, direction, retain_graph=True)
-        rows.append(row)
-    matrix = torch.stack(rows, dim=1)
+        (matrix[:, k],) = torch.autograd.grad(gradients, thetas, direction, retain_graph=True)
     return (matrix + matrix.transpose(-1, -2)) / 2
 
 
@@ -117,7 +115,9 @@ HESSIAN_METHODS: dict[str, Callable[[FlatLoss, torch.Tensor, int | None], torch.
     "hvp_loop": _hvp_loop,
     "hvp_all_models": _hvp_all_models,  # ignores models_at_once: all of them, always
 }
-DEFAULT_HESSIAN_METHOD = "hvp_all_models"  # the fastest for part1_2c's 100 models, see the benchmark
+# The fastest for part1_2c's 100 models, through DenseReluStack.hessians: 10 ms per model, against 16 ms
+# one model at a time by reverse_over_reverse (benchmarks/part1_2c_batched.py).
+DEFAULT_HESSIAN_METHOD = "hvp_all_models"
 
 
 def full_hessian(flat_loss: FlatLoss, thetas: torch.Tensor, method: str = DEFAULT_HESSIAN_METHOD,

@@ -2,9 +2,10 @@
 
 The operations of small models are too short to share between cores: when
 other jobs hold the cores, a second intra-op thread makes each operation wait
-for one, and stacked part1_2c training ran 16x slower with 2 threads than with
-1 on a busy 2-core machine (benchmarks/part1_2c_batched.py). Experiments
-declare the count they run best with; `hw1track run --threads` overrides it.
+for one, and stacked part1_2c training once ran 16x slower with 2 threads than
+with 1 on a busy 2-core machine (benchmarks/part1_2c_batched.py). An experiment
+may declare the count it runs best with (THREADS); `hw1track run --threads`
+overrides it.
 """
 
 from __future__ import annotations

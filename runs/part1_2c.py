@@ -34,7 +34,8 @@ from hw1track.train import seeded_model
 
 DATA = "synthetic"
 # No THREADS: the hand-written stack's operations span all 100 models ((100, 200, 10) activations),
-# large enough that 2 threads run a step 2.2x faster than 1 (benchmarks/part1_2c_batched.py).
+# large enough that on a quiet machine 2 threads run a step 1.5x (phase 2) to 1.8x (phase 1) faster
+# than 1 (benchmarks/part1_2c_batched.py).
 
 TARGET = "sinc"
 WIDTHS = (1, 10, 10, 10, 1)  # P = 251

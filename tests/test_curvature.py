@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hw1track import curvature
-from hw1track.batched import ModelStack
+from hw1track.batched import DenseReluStack, ModelStack
 from hw1track.models import mlp
 
 METHODS = list(curvature.HESSIAN_METHODS)
@@ -79,6 +79,26 @@ def test_hessian_of_a_relu_network_matches_finite_differences_of_the_gradient(me
 
     assert hessian.shape == (len(theta), len(theta)) == (27, 27)
     torch.testing.assert_close(hessian, finite_differences, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("stack_class", [ModelStack, DenseReluStack])
+def test_a_stacks_own_hessians_match_one_model_at_a_time(stack_class):
+    """stack.hessians differentiates the stack's gradient pass (hand-written for DenseReluStack) for all models at once."""
+    x = torch.linspace(0.05, 1, 25, dtype=torch.float64).unsqueeze(1)
+    y = torch.sinc(5 * x)
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(mlp((1, 4, 3, 1)).double())
+    stack = stack_class(models)
+
+    hessians = stack.hessians(x, y)
+
+    assert hessians.shape == (3, 27, 27)
+    for i, model in enumerate(models):
+        alone = curvature.full_hessian(curvature.loss_of_flat_params(model, F.mse_loss, x, y),
+                                       curvature.flatten_params(model), "reverse_over_reverse")
+        torch.testing.assert_close(hessians[i], alone, rtol=1e-12, atol=1e-13)
 
 
 def test_the_hessian_couples_layers():
