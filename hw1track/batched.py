@@ -138,7 +138,8 @@ class DenseReluStack(ModelStack):
 
     def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's input (the first is x, shared by all models), then the output: (M, n, width) each."""
-        activations = [x.flatten(1).expand(len(self), *x.flatten(1).shape)]
+        inputs = x.flatten(1)
+        activations = [inputs.expand(len(self), *inputs.shape)]
         layers = self._layers(self.theta)
         for depth, (weight, bias) in enumerate(layers):
             if weight.shape[-1] == 1:  # one input feature: an outer product, one fused pass instead of a k = 1 GEMM

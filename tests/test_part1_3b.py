@@ -8,7 +8,7 @@ import torch
 from conftest import hw1track, run_quick
 from hw1track.data import load_mnist, subset
 from hw1track.models import cnn, n_params
-from hw1track.train import CLASSIFICATION, evaluate_splits
+from hw1track.train import CLASSIFICATION, NullSink, evaluate_splits, fit
 from runs import part1_3b
 
 # params that legitimately differ between the models of the sweep
@@ -76,3 +76,20 @@ def test_quick_sweep_varies_only_the_dense_width_and_logs_full_set_final_metrics
     assert list(train_line.get_xdata()) == sorted(sizes)
     by_size = sorted(children, key=lambda child: int(child.data.params["n_params"]))
     assert list(train_line.get_ydata()) == [child.data.metrics["train_loss"] for child in by_size]
+
+
+def test_conv_models_train_channels_last_and_their_weights_load_into_a_plain_model():
+    """fit switches conv weights to channels-last for speed; what it saves must mean the same in NCHW."""
+    mnist = load_mnist()
+    train = (mnist.train_x[:512], mnist.train_y[:512])
+    model = cnn((4, 8), (16,))  # the second conv has 4 input channels, so its two layouts differ
+    fit(model, train, task=CLASSIFICATION, epochs=1, batch_size=128, lr=1e-3, seed=0, eval_splits={},
+        sink=NullSink())
+    assert model[3].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model[3].weight.is_contiguous()
+
+    plain = cnn((4, 8), (16,))
+    plain.load_state_dict(model.state_dict())
+    assert plain[3].weight.is_contiguous()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(train[0][:256]), model(train[0][:256]), rtol=1e-5, atol=1e-5)
