@@ -1,11 +1,12 @@
-"""A process beside training that writes handed-over metrics to the tracking store.
+"""A process beside training that writes handed-over metrics to a tracking server.
 
-MLflow's SQLAlchemy store spends about 0.1 ms of Python per metric row, even
-inside one `log_batch` call. In the training process that time is taken from
-training (a thread would hold the GIL for it), and a tiny model's update is
-about as short as writing its two values, so per-iteration logging cost up to
-27 % of training time. A separate process writes the rows on the other core
-while training goes on; the training process only pickles them into a pipe.
+Against a tracking server every `log_batch` is an HTTP request that returns
+only once the server has stored the rows; made from the training loop, each
+request would stall training for that long and spend the client's CPU on
+building and encoding the request. A separate process makes the requests
+while training goes on; the training process only pickles rows into a pipe.
+(A local SQLite store does not need one: `sqlite_metrics` writes its rows in
+the training process for a few µs each.)
 
 Crash safety:
 

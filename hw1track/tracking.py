@@ -5,8 +5,11 @@ trained model. Runs are always ended with a status that says how they ended
 (FINISHED, FAILED, KILLED), so the store never shows a dead run as RUNNING.
 Every run records the process that opened it (see `processes`), so a run left
 RUNNING by `kill -9` can be recognised and marked KILLED later.
-Metrics are buffered and written with `log_batch`, because one synchronous
-`log_metric` costs milliseconds against SQLite, more than a small model's step.
+Metrics are buffered, because one synchronous `log_metric` costs milliseconds
+against SQLite, more than a small model's step. A local SQLite store takes them
+in bulk in the training process (`sqlite_metrics`, a few µs per row); a
+tracking server gets them from a writer process beside training
+(`metric_writer`), so that HTTP round trips never stall a step.
 
 A child run is identified by a hash of its recipe and scope (experiment,
 preset, code version, base seed). With reuse on, a parent whose child config
@@ -39,7 +42,7 @@ from mlflow.entities import Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID  # noqa: F401 (re-exported)
 
-from hw1track import metric_writer
+from hw1track import metric_writer, sqlite_metrics
 from hw1track.errors import StoreError
 from hw1track.processes import current_process_tags
 
@@ -61,6 +64,9 @@ WEIGHTS_ARTIFACT = "weights/final.pt"
 PROBE_TIMEOUT_SECONDS = 5  # a tracking server that does not answer within this is reported unreachable
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch request
+# Rows per transaction on a local SQLite store: each commit is a few fsyncs, which at 1000 rows cost
+# more than the rows themselves (benchmarks/vs_naive.py, W4).
+LOCAL_ROWS_PER_WRITE = 10_000
 MAX_PARAMS_PER_BATCH = 100
 FLUSH_EVERY_SECONDS = 30.0  # bound on what a hard kill can lose
 
@@ -234,6 +240,7 @@ class TrackedRun:
         self._pending: list[metric_writer.Row] = []
         self._last_flush = time.monotonic()
         self._writer: metric_writer.MetricWriter | None = None  # set once a full batch has been handed over
+        self._local = sqlite_metrics.bulk_writer(client.tracking_uri)  # None unless a local SQLite store
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         timestamp = _now_ms()
@@ -247,9 +254,13 @@ class TrackedRun:
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
-        """Hand full batches to the writer process; runs that log little write in-process when they flush."""
-        if len(self._pending) >= MAX_METRICS_PER_BATCH:
-            self._writer = self._writer or metric_writer.writer_for(self.client, MAX_METRICS_PER_BATCH)
+        """Write full batches: into a local store here, to a server through the writer process.
+
+        Runs that log little write in-process when they flush, without starting a writer.
+        """
+        if len(self._pending) >= (MAX_METRICS_PER_BATCH if self._local is None else LOCAL_ROWS_PER_WRITE):
+            if self._local is None:
+                self._writer = self._writer or metric_writer.writer_for(self.client, MAX_METRICS_PER_BATCH)
         elif time.monotonic() - self._last_flush <= FLUSH_EVERY_SECONDS:
             return
         if self._writer is None:
@@ -270,7 +281,10 @@ class TrackedRun:
         self._last_flush = time.monotonic()
 
     def _write_here(self, run_id: str, rows: Sequence[metric_writer.Row]) -> None:
-        metric_writer.write_rows(self.client, run_id, rows, MAX_METRICS_PER_BATCH)
+        if self._local is not None:
+            self._local(run_id, rows)
+        else:
+            metric_writer.write_rows(self.client, run_id, rows, MAX_METRICS_PER_BATCH)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(key, str(value)) for key, value in params.items()]

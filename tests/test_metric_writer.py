@@ -1,4 +1,8 @@
-"""Metrics handed to the writer process are stored exactly once, whatever happens to either process."""
+"""Metrics handed to the writer process are stored exactly once, whatever happens to either process.
+
+The writer serves tracking servers (a local SQLite store is written in-process),
+so these tests log to a real `mlflow server` on loopback.
+"""
 
 import os
 import signal
@@ -11,7 +15,19 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from hw1track import metric_writer
+from hw1track.query import StoreReader
 from hw1track.tracking import Store, TrackedRun, parent_run
+from servers import tracking_server  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def store_uri(tracking_server):  # noqa: F811
+    return tracking_server.uri
+
+
+@pytest.fixture
+def reader(store_uri):
+    return StoreReader(store_uri)
 
 
 def _steps_and_values(reader, run_id, key):

@@ -21,12 +21,13 @@ def _statuses(reader: StoreReader, experiment: str) -> dict[str, str]:
 def test_buffered_metrics_all_arrive_in_order(store_uri, reader):
     with parent_run(Store(store_uri), "unit", "quick", "p", {}) as parent:
         with parent.child("c", {"seed": 0}) as child:
-            child.log_series({"loss": [float(i) for i in range(2500)]}, first_step=1)
+            child.log_series({"loss": [float(i) for i in range(25_000)]}, first_step=1)
             child.log_metrics({"train_loss": 0.5}, step=0)
+            assert child._writer is None  # a local store is written in-process, without a writer process
             run_id = child.run_id
     history = reader.client.get_metric_history(run_id, "loss")
-    assert [m.step for m in history] == list(range(1, 2501))
-    assert [m.value for m in history][-1] == 2499.0
+    assert [m.step for m in history] == list(range(1, 25_001))
+    assert [m.value for m in history][-1] == 24_999.0
     assert reader.client.get_run(run_id).info.status == "FINISHED"
 
 
