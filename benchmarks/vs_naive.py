@@ -4,7 +4,8 @@
                                             [--w4-threads 1] [--repeats N] [--out BENCHMARKS.md]
 
 W1  part1_2a: 8 × DNN 784-500-50-10 (P = 418,060), one epoch each at batch 64, with the full-set train
-    and test evaluation before and after it (what part1_2a logs); each model a child run.
+    and test evaluation before and after it (what part1_2a logs); each model a child run. hw1track trains
+    the eight side by side, as part1_2a does; the reference one after another.
 W2  part1_2c: the 1-10-10-10-1 net (P = 251) from M seeds, a fixed number of full-batch Adam steps on the
     MSE and then on ‖∇L‖² (no early stop, so both sides take the same steps), then every model's full
     float64 Hessian, its eigenvalues and the summary metrics.
@@ -55,6 +56,7 @@ import naive_reference as naive
 from hw1track import curvature
 from hw1track.batched import DenseReluStack, minimise
 from hw1track.data import load_mnist, prepare_mnist
+from hw1track.experiment import Member, RunContext
 from hw1track.functions import sample_target
 from hw1track.models import cnn, mlp, n_params
 from hw1track.threads import intra_op_threads
@@ -215,6 +217,17 @@ def train_children(store: Store, experiment: str, models: list[tuple[str, int, t
     return steps.count, accuracies
 
 
+def train_together_children(store: Store, experiment: str, models: list[tuple[str, int, torch.nn.Module]], train,
+                            test, batch_size: int) -> tuple[int, list[float]]:
+    """part1_2a's path: one parent run, the models trained side by side by `RunContext.train_together`."""
+    members = {name: Member(model, seed, params={}) for name, seed, model in models}
+    with OptimizerSteps() as steps, parent_run(store, experiment, "bench", experiment, {}) as parent:
+        finals = RunContext(parent, torch.device("cpu"), None).train_together(
+            members, train=train, eval_splits={"train": train, "test": test}, task=CLASSIFICATION, epochs=1,
+            batch_size=batch_size, lr=LR)
+    return steps.count * len(models), [final["test_acc"] for final in finals.values()]  # a step updates every model
+
+
 def w1(scale: Scale, stores: Stores, args) -> list[Result]:
     train, test = mnist_tensors(scale)
     loaders = naive.mnist_loaders(str(prepare_mnist()), W1_BATCH, scale.n_train, scale.n_test)
@@ -224,7 +237,8 @@ def w1(scale: Scale, stores: Stores, args) -> list[Result]:
     flops = len(W1_SEEDS) * (train_flops * n_train + eval_flops * 2 * (n_train + n_test))
 
     store = stores.hw1track("W1")
-    ours, (our_steps, our_accuracies) = timed(lambda: train_children(store, "W1", models, train, test, W1_BATCH))
+    ours, (our_steps, our_accuracies) = timed(lambda: train_together_children(store, "W1", models, train, test,
+                                                                              W1_BATCH))
     stores.reference("W1")
     theirs, (their_steps, their_accuracies) = timed(lambda: naive.part1_2a(loaders, W1_SEEDS, W1_BATCH, epochs=1))
     same_steps("W1", their_steps, our_steps)

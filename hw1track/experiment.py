@@ -14,6 +14,7 @@ import pkgutil
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -31,7 +32,8 @@ from hw1track.threads import intra_op_threads
 from hw1track.provenance import git_commit, package_versions
 from hw1track.tracking import (MLFLOW_GIT_COMMIT, TAG_CODE_VERSION, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_RUN_HASH,
                                ParentRun, ReusedRun, Store, TrackedRun, config_hash, parent_run, restore_weights)
-from hw1track.train import CLASSIFICATION, Split, Task, fit, seeded_model
+from hw1track.train import CLASSIFICATION, EpochHook, Split, Task, fit, seeded_model
+from hw1track.train_together import fit_together
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class Member:
+    """One net of a group trained together: its model, seed, varied params and per-model hooks."""
+
+    model: nn.Module
+    seed: int
+    params: Mapping[str, Any]
+    on_epoch: EpochHook | None = None
+    log_artifacts: Callable[[TrackedRun, nn.Module], None] | None = None
+
+
 @dataclass
 class RunContext:
     """What a run module sees: its parent run, the device, and the data."""
@@ -136,10 +149,7 @@ class RunContext:
         trained or logged: `model` gets that run's final weights, so code that
         uses the trained model afterwards (interpolation, say) carries on.
         """
-        standard = {"model": name, "n_params": n_params(model), "seed": seed, "lr": lr,
-                    "batch_size": min(batch_size, len(train[0])), "epochs": epochs, "n_train": len(train[0]),
-                    # evaluation sets change the logged metrics, so they are part of the model's identity
-                    **{f"n_{split}": len(data[0]) for split, data in eval_splits.items() if split != "train"}}
+        standard = _standard_params(name, model, seed, train, eval_splits, epochs, batch_size, lr)
         started = time.perf_counter()
         with self.parent.child(name, {**standard, **params}) as child:
             if isinstance(child, ReusedRun):
@@ -147,16 +157,67 @@ class RunContext:
             else:
                 final = fit(model, train, task=task, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                             eval_splits=eval_splits, sink=child, desc=name, **fit_options)
-                child.log_state_dict(model)
-                if log_artifacts:
-                    log_artifacts(child, model)
+                _log_trained(child, model, log_artifacts)
+        budget = f"up to {epochs}" if fit_options.get("stop_when") else str(epochs)
+        self._report_child(name, child, final,
+                           f"P={standard['n_params']}, {budget} epochs in {time.perf_counter() - started:.1f}s")
+        return final
+
+    def train_together(self, members: Mapping[str, Member], *, train: Split, eval_splits: Mapping[str, Split],
+                       task: Task, epochs: int, batch_size: int, lr: float) -> dict[str, dict[str, float]]:
+        """Train same-shape `models.mlp` nets side by side, each as its own child run (see `train_together`).
+
+        Each member is logged, reused and restored exactly as `train_model`
+        would do it; only the members that are not reused are trained, together.
+        """
+        finals: dict[str, dict[str, float]] = {}
+        trained: dict[str, TrackedRun] = {}
+        started = time.perf_counter()
+        with ExitStack() as children:
+            for name, member in members.items():
+                standard = _standard_params(name, member.model, member.seed, train, eval_splits, epochs, batch_size, lr)
+                child = children.enter_context(self.parent.child(name, {**standard, **member.params}))
+                if isinstance(child, ReusedRun):
+                    finals[name] = _restore_weights(member.model, child, eval_splits)
+                    self._report_child(name, child, finals[name], "")
+                else:
+                    trained[name] = child
+            if trained:
+                chosen = [members[name] for name in trained]
+                results = fit_together([m.model for m in chosen], train, task=task, epochs=epochs,
+                                       batch_size=batch_size, lr=lr, seeds=[m.seed for m in chosen],
+                                       eval_splits=eval_splits, sinks=list(trained.values()),
+                                       on_epoch=[m.on_epoch for m in chosen], desc=f"{len(chosen)} nets together")
+                for (name, child), member, final in zip(trained.items(), chosen, results):
+                    _log_trained(child, member.model, member.log_artifacts)
+                    finals[name] = final
+        took = f"{epochs} epochs, {len(trained)} nets together in {time.perf_counter() - started:.1f}s"
+        for name, child in trained.items():
+            self._report_child(name, child, finals[name], f"P={n_params(members[name].model)}, {took}")
+        return {name: finals[name] for name in members}
+
+    def _report_child(self, name: str, child: TrackedRun, final: Mapping[str, float], how: str) -> None:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in final.items())
         if isinstance(child, ReusedRun):
             self.report(f"{name}: reused finished run {child.run_id} (same config, preset and code version), {shown}")
-            return final
-        budget = f"up to {epochs}" if fit_options.get("stop_when") else str(epochs)
-        self.report(f"{name}: P={standard['n_params']}, {budget} epochs in {time.perf_counter() - started:.1f}s, {shown}")
-        return final
+        else:
+            self.report(f"{name}: {how}, {shown}")
+
+
+def _standard_params(name: str, model: nn.Module, seed: int, train: Split, eval_splits: Mapping[str, Split],
+                     epochs: int, batch_size: int, lr: float) -> dict[str, Any]:
+    """The params every child run has, whatever the experiment varies."""
+    return {"model": name, "n_params": n_params(model), "seed": seed, "lr": lr,
+            "batch_size": min(batch_size, len(train[0])), "epochs": epochs, "n_train": len(train[0]),
+            # evaluation sets change the logged metrics, so they are part of the model's identity
+            **{f"n_{split}": len(data[0]) for split, data in eval_splits.items() if split != "train"}}
+
+
+def _log_trained(child: TrackedRun, model: nn.Module,
+                 log_artifacts: Callable[[TrackedRun, nn.Module], None] | None) -> None:
+    child.log_state_dict(model)
+    if log_artifacts:
+        log_artifacts(child, model)
 
 
 def _report(experiment: str, message: str) -> None:

@@ -26,6 +26,16 @@ def mlp(widths: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(nn.Flatten(), *_dense_layers(widths))
 
 
+def mlp_layers(model: nn.Module) -> list[nn.Linear]:
+    """The Linear layers of a net built by `mlp`, in order; ValueError for any other architecture."""
+    layers = list(model) if isinstance(model, nn.Sequential) else []
+    linear = [layer for layer in layers if isinstance(layer, nn.Linear)]
+    expected = [nn.Flatten] + [nn.Linear, nn.ReLU] * (len(linear) - 1) + [nn.Linear]
+    if not linear or [type(layer) for layer in layers] != expected:
+        raise ValueError("expected a net built by hw1track.models.mlp (Flatten, then Linear and ReLU layers)")
+    return linear
+
+
 def cnn(channels: Sequence[int], dense: Sequence[int], n_classes: int = 10, side: int = 28,
         kernel: int = 3) -> nn.Sequential:
     """Conv(k, same padding)-ReLU-MaxPool(2) blocks with `channels`, then an MLP with `dense` hidden widths.

@@ -99,6 +99,16 @@ def evaluate_splits(model: nn.Module, splits: Mapping[str, Split], task: Task) -
     return metrics
 
 
+def evaluate_and_log(model: nn.Module, epoch: int, eval_splits: Mapping[str, Split], task: Task, sink: MetricSink,
+                     on_epoch: EpochHook | None = None) -> dict[str, float]:
+    """Full-set metrics at `epoch`, logged with step = epoch and handed to `on_epoch`."""
+    metrics = evaluate_splits(model, eval_splits, task)
+    sink.log_metrics(metrics, step=epoch)
+    if on_epoch:
+        on_epoch(epoch, model, metrics)
+    return metrics
+
+
 def fit(model: nn.Module, train: Split, *, task: Task, epochs: int, batch_size: int, lr: float, seed: int,
         eval_splits: Mapping[str, Split], sink: MetricSink, log_iterations: bool = False,
         on_epoch: EpochHook | None = None, stop_when: Callable[[Mapping[str, float]], bool] | None = None,
@@ -131,10 +141,7 @@ def fit(model: nn.Module, train: Split, *, task: Task, epochs: int, batch_size: 
     iteration = 0
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs) if anneal_lr else None
 
-    metrics = evaluate_splits(model, eval_splits, task)
-    sink.log_metrics(metrics, step=0)
-    if on_epoch:
-        on_epoch(0, model, metrics)
+    metrics = evaluate_and_log(model, 0, eval_splits, task, sink, on_epoch)
 
     model.train()
     postfix_every = max(1, epochs // 100)
@@ -164,10 +171,7 @@ def fit(model: nn.Module, train: Split, *, task: Task, epochs: int, batch_size: 
         if log_iterations:
             sink.log_series({"loss": torch.stack(losses).tolist(), "grad_norm": torch.stack(norms).tolist()},
                             first_step=first_step)
-        metrics = evaluate_splits(model, eval_splits, task)
-        sink.log_metrics(metrics, step=epoch)
-        if on_epoch:
-            on_epoch(epoch, model, metrics)
+        metrics = evaluate_and_log(model, epoch, eval_splits, task, sink, on_epoch)
         if epoch % postfix_every == 0:  # formatting every epoch would cost more than a tiny model's step
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
         if stop_when and stop_when(metrics):

@@ -2,10 +2,11 @@
 
 The DNN 784-500-50-10 (P = 418,060) is trained 8 times from 8 different seeds,
 each with its own shuffling of the minibatches: Adam 1e-3, batch 128, 30
-epochs. The weights are snapshotted at epoch 0 and every 3 epochs together with
-the training loss and accuracy there; each child run stores its snapshots as
-one artifact (`snapshots.pt`), which the analysis projects with one PCA shared
-by all runs.
+epochs. The eight train side by side as one stack (`ctx.train_together`), each
+exactly as it would train alone. The weights are snapshotted at epoch 0 and
+every 3 epochs together with the training loss and accuracy there; each child
+run stores its snapshots as one artifact (`snapshots.pt`), which the analysis
+projects with one PCA shared by all runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hw1track.config import MnistSplits
+from hw1track.experiment import Member
 from hw1track.models import describe, mlp
 from hw1track.snapshots import WeightSnapshots, snapshot_epochs
 from hw1track.train import CLASSIFICATION, seeded_model
@@ -40,12 +42,14 @@ PRESETS = {
 def run(cfg: Config, ctx) -> None:
     train, test = ctx.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
     epochs = snapshot_epochs(cfg.epochs, cfg.snapshot_every)
+    members = {}
     for training in range(cfg.trainings):
         seed = cfg.seed + training
         model = seeded_model(lambda: mlp(WIDTHS), seed, ctx.device)
         snapshots = WeightSnapshots(model, epochs)
-        ctx.train_model(f"dnn/run{training}", model, seed=seed, train=train, eval_splits={"train": train, "test": test},
-                        task=CLASSIFICATION, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                        params={"widths": describe(WIDTHS), "training": training,
-                                "snapshot_epochs": ",".join(map(str, epochs))},
-                        on_epoch=snapshots, log_artifacts=lambda child, _model: snapshots.log(child))
+        members[f"dnn/run{training}"] = Member(
+            model, seed, params={"widths": describe(WIDTHS), "training": training,
+                                 "snapshot_epochs": ",".join(map(str, epochs))},
+            on_epoch=snapshots, log_artifacts=lambda child, _model, snapshots=snapshots: snapshots.log(child))
+    ctx.train_together(members, train=train, eval_splits={"train": train, "test": test}, task=CLASSIFICATION,
+                       epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)

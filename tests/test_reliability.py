@@ -36,6 +36,7 @@ from hw1track.orphans import find_orphans
 from hw1track.processes import TAG_HOST, TAG_PID, TAG_PROCESS_START, current_process_tags
 from hw1track.provenance import git_commit
 from hw1track.query import StoreReader
+from hw1track.snapshots import ARTIFACT, load_snapshots
 from hw1track.tracking import (MLFLOW_PARENT_RUN_ID, TAG_CONFIG_HASH, TAG_EXPERIMENT, TAG_ROLE, ReusedRun, Store,
                                config_hash, parent_run, reused_child_ids)
 
@@ -239,6 +240,21 @@ def test_an_interrupted_invocation_of_any_experiment_completes_from_its_finished
     assert figures
     for figure in figures.values():
         plt.close(figure)
+
+
+@pytest.mark.slow
+def test_nets_trained_together_reuse_the_finished_ones_and_train_only_the_rest(store_uri, reader, tmp_path):
+    settings = [s for s in TINY["part1_2a"] if not s.startswith("trainings=")]
+    first = _run("part1_2a", store_uri, *settings, "trainings=2")
+    finished = {r.info.run_name: r.info.run_id for r in reader.children(reader.client.get_run(first))}
+    second = _run("part1_2a", store_uri, *settings, "trainings=3")
+    parent = reader.client.get_run(second)
+    assert set(reused_child_ids(parent)) == set(finished.values())
+    (trained,) = _own_children(_all_runs(reader, "part1_2a"), second)
+    assert trained.info.run_name == "dnn/run2" and trained.info.status == "FINISHED"
+    assert [m.step for m in reader.client.get_metric_history(trained.info.run_id, "test_acc")] == [0, 1, 2]
+    assert load_snapshots(reader.download(trained, ARTIFACT, tmp_path))["epoch"].tolist() == [0, 1, 2]
+    assert sorted(r.info.run_name for r in reader.children(parent)) == ["dnn/run0", "dnn/run1", "dnn/run2"]
 
 
 # --- crash safety ------------------------------------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""Nets trained together end where each would end trained alone by `fit`, and log the same metrics."""
+
+import pytest
+import torch
+
+from hw1track.data import load_mnist, subset
+from hw1track.mlp_stack import MlpStack
+from hw1track.models import cnn, mlp
+from hw1track.train import CLASSIFICATION, REGRESSION, fit, seeded_model
+from hw1track.train_together import fit_together
+
+
+class Recorder:
+    def __init__(self):
+        self.rows = []
+
+    def log_metrics(self, metrics, step):
+        self.rows.append((step, dict(metrics)))
+
+    def log_series(self, series, first_step):
+        raise AssertionError("nothing per-iteration is logged")
+
+
+@pytest.fixture(scope="module")
+def mnist_small():
+    mnist = load_mnist()
+    return subset(mnist.train_x, mnist.train_y, 600, seed=0), subset(mnist.test_x, mnist.test_y, 300, seed=0)
+
+
+def _weights(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def _train_both(widths, train, eval_splits, task, seeds, epochs, batch_size):
+    alone, alone_sinks = [], []
+    for seed in seeds:
+        model, sink = seeded_model(lambda: mlp(widths), seed), Recorder()
+        fit(model, train, task=task, epochs=epochs, batch_size=batch_size, lr=1e-3, seed=seed,
+            eval_splits=eval_splits, sink=sink)
+        alone.append(model)
+        alone_sinks.append(sink)
+    together = [seeded_model(lambda: mlp(widths), seed) for seed in seeds]
+    sinks = [Recorder() for _ in seeds]
+    epochs_seen = [[] for _ in seeds]
+    hooks = [lambda epoch, model, metrics, seen=seen: seen.append(epoch) for seen in epochs_seen]
+    finals = fit_together(together, train, task=task, epochs=epochs, batch_size=batch_size, lr=1e-3, seeds=seeds,
+                          eval_splits=eval_splits, sinks=sinks, on_epoch=hooks)
+    assert epochs_seen == [list(range(epochs + 1))] * len(seeds)
+    return alone, alone_sinks, together, sinks, finals
+
+
+def test_mnist_classifiers_trained_together_match_training_alone(mnist_small):
+    (x, y), (tx, ty) = mnist_small
+    train, splits = (x, y), {"train": (x, y), "test": (tx, ty)}
+    alone, alone_sinks, together, sinks, finals = _train_both((784, 32, 16, 10), train, splits, CLASSIFICATION,
+                                                             seeds=[0, 1, 2], epochs=2, batch_size=64)
+    for model_alone, model_together in zip(alone, together):
+        torch.testing.assert_close(_weights(model_together), _weights(model_alone), rtol=1e-4, atol=1e-5)
+    for sink_alone, sink_together, final in zip(alone_sinks, sinks, finals):
+        assert [step for step, _ in sink_together.rows] == [0, 1, 2]
+        for (_, metrics_alone), (_, metrics_together) in zip(sink_alone.rows, sink_together.rows):
+            assert metrics_together.keys() == metrics_alone.keys()
+            for key in metrics_alone:
+                assert metrics_together[key] == pytest.approx(metrics_alone[key], rel=1e-4, abs=1e-4)
+        assert final == sink_together.rows[-1][1]
+    # The nets really differ: each kept its own initialisation and minibatch order.
+    assert not torch.equal(_weights(together[0]), _weights(together[1]))
+
+
+def test_a_full_batch_regression_fit_together_matches_training_alone():
+    torch.manual_seed(0)
+    x = torch.linspace(-1, 1, 100).unsqueeze(1)
+    y = torch.sin(3 * x)
+    alone, _, together, _, _ = _train_both((1, 8, 8, 1), (x, y), {"train": (x, y)}, REGRESSION,
+                                           seeds=[3, 4], epochs=20, batch_size=1000)
+    for model_alone, model_together in zip(alone, together):
+        torch.testing.assert_close(_weights(model_together), _weights(model_alone), rtol=1e-5, atol=1e-6)
+
+
+def test_only_same_shape_mlps_stack():
+    with pytest.raises(ValueError, match="one shape"):
+        MlpStack([mlp((4, 3, 2)), mlp((4, 5, 2))])
+    with pytest.raises(ValueError, match="mlp"):
+        MlpStack([cnn((4,), (8,))])
