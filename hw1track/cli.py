@@ -16,6 +16,7 @@ import click
 
 from hw1track import config as configs
 from hw1track.data import load_mnist
+from hw1track.denormals import flush_denormals
 from hw1track.errors import Hw1Error, UsageError
 from hw1track.experiment import Experiment, discover, get_experiment, resolve_device, run_experiment
 from hw1track.tracking import Store, Terminated, TrackedRun, raise_on_sigterm
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     for noisy in ("mlflow", "alembic"):  # database set-up chatter hides the progress lines
         logging.getLogger(noisy).setLevel(logging.WARNING)
     raise_on_sigterm()
+    flush_denormals()  # before any torch operation starts the thread pool
     try:
         cli.main(args=argv, prog_name="hw1track", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

@@ -1,5 +1,8 @@
 """The command line as a user runs it: run, analyze from a fresh process, list, and bad input."""
 
+import subprocess
+import sys
+
 import pytest
 
 from conftest import hw1track
@@ -58,3 +61,16 @@ def test_missing_mnist_fails_before_touching_the_store(tmp_path):
     assert done.returncode == 1
     assert "does not exist; set HW1TRACK_MNIST_DIR" in done.stderr and done.stderr.count("\n") == 1
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_command_line_flushes_denormals_in_every_torch_thread():
+    # Products of denormals, computed across torch's thread pool, come out 0 only with denormals flushed.
+    script = ("import torch\n"
+              "from hw1track.cli import main\n"
+              "main(['--help'])\n"
+              "torch.set_num_threads(2)\n"
+              "tiny = torch.full((1 << 22,), 1e-40)\n"
+              "print('flushed' if (tiny * 2).count_nonzero().item() == 0 else 'kept')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "flushed"
