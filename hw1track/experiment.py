@@ -165,7 +165,7 @@ class RunContext:
 
     def train_together(self, members: Mapping[str, Member], *, train: Split, eval_splits: Mapping[str, Split],
                        task: Task, epochs: int, batch_size: int, lr: float) -> dict[str, dict[str, float]]:
-        """Train same-shape `models.mlp` nets side by side, each as its own child run (see `train_together`).
+        """Train same-shape `models.mlp` nets side by side, each as its own child run (`hw1track.train_together`).
 
         Each member is logged, reused and restored exactly as `train_model`
         would do it; only the members that are not reused are trained, together.

@@ -3,9 +3,9 @@
 `MlflowClient.log_batch` builds one SQLAlchemy ORM object per metric row and
 costs about 60 µs of CPU per row here; per-iteration logging of a small model
 writes tens of thousands of rows, and that CPU is taken from training. This
-path writes the same rows with two bulk statements per call, about 6 µs per
-row, and stores exactly what `log_batch` would (tests compare the two through
-the MLflow API):
+path writes the same rows with two bulk statements per call, about 5-6 µs
+per row (benchmarks/metric_rows.py), and stores exactly what `log_batch` would
+(tests compare the two through the MLflow API):
 
 - rows go into MLflow's `metrics` table, with values sanitised by MLflow's own
   `sanitize_metric_value` (NaN and ±inf as `log_batch` stores them); a row

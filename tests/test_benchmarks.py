@@ -1,4 +1,4 @@
-"""The side-by-side benchmark runs end to end and writes its table (speed is measured, never asserted)."""
+"""The benchmarks run end to end and print what they promise (speed is measured, never asserted)."""
 
 import subprocess
 import sys
@@ -27,3 +27,12 @@ def test_vs_naive_quick_writes_a_table_with_both_sides_and_equal_steps(tmp_path)
         reference_steps, hw1track_steps = (int(n.replace(",", "")) for n in row["steps (reference / hw1track)"].split("/"))
         assert reference_steps == hw1track_steps > 0
     assert "sgemm peak" in rows[0]["notes"] and "GFLOP/s" in rows[0]["notes"]
+
+
+def test_metric_rows_benchmark_stores_the_same_rows_on_every_path(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "metric_rows.py"), "400"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert [line.split(",")[0] for line in lines[2:5]] == ["log_batch", "sqlite_metrics", "sqlite_metrics"]
+    assert lines[-1] == "stored rows identical on all paths: True"
