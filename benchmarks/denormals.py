@@ -1,6 +1,7 @@
 """Seconds per epoch of part1_2a's eight stacked DNNs, with denormal floats flushed to zero and without.
 
-The flush mode belongs to each thread and is inherited by threads started
+Each epoch is `train_together`'s own step over part1_2a's full config, without
+the per-epoch evaluation (which denormals do not slow). The flush mode belongs to each thread and is inherited by threads started
 later, so each variant runs in a fresh interpreter that sets it (or not)
 before torch starts its thread pool, as the command line does. Also prints the
 share of Adam's moments that are denormal after the last epoch.
@@ -15,14 +16,14 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 
 def train(epochs: int) -> None:
     from hw1track.data import load_mnist
     from hw1track.mlp_stack import MlpStack
     from hw1track.models import mlp
-    from hw1track.train import seeded_model
+    from hw1track.train import CLASSIFICATION, seeded_model
+    from hw1track.train_together import stacked_step
     from runs import part1_2a
 
     cfg = part1_2a.PRESETS["full"]
@@ -38,10 +39,7 @@ def train(epochs: int) -> None:
         orders = torch.stack([torch.randperm(len(x), generator=shuffle) for shuffle in shuffles])
         for start in range(0, len(x), cfg.batch_size):
             index = orders[:, start:start + cfg.batch_size]
-            losses = F.cross_entropy(stack.outputs(x[index]).flatten(0, 1), y[index].flatten(), reduction="none")
-            optimizer.zero_grad(set_to_none=True)
-            losses.view(cfg.trainings, -1).mean(dim=1).sum().backward()
-            optimizer.step()
+            stacked_step(stack, optimizer, x[index], y[index], CLASSIFICATION)
         seconds.append(time.perf_counter() - started)
     tiny = torch.finfo(torch.float32).tiny
     moments = torch.cat([optimizer.state[p]["exp_avg"].flatten() for p in stack.parameters()])
@@ -53,7 +51,7 @@ def main() -> None:
     epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 4
     print(f"part1_2a, 8 DNNs stacked, batch 128, {torch.get_num_threads()} threads: seconds per epoch")
     for flushed in (False, True):
-        setup = "import torch; torch.set_flush_denormal(True); " if flushed else ""
+        setup = "from hw1track.denormals import flush_denormals; flush_denormals(); " if flushed else ""
         code = f"{setup}import sys; sys.path[:0] = ['benchmarks', '.']; import denormals; denormals.train({epochs})"
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         times, denormal = done.stdout.split()[:-1], done.stdout.split()[-1]

@@ -27,6 +27,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from hw1track import curvature
+from hw1track.models import mlp_layers
 from hw1track.train import MetricSink
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -154,13 +155,8 @@ class DenseReluStack(ModelStack):
     """
 
     def __init__(self, models: Sequence[nn.Module]):
+        mlp_layers(models[0])  # θ's layout is then (weight, bias) per layer, which `_layers` relies on
         super().__init__(models)
-        kinds = [type(layer) for layer in models[0]] if isinstance(models[0], nn.Sequential) else []
-        dense = [kind for kind in kinds if kind is not nn.Flatten]
-        expected = [nn.Linear, nn.ReLU] * (len(dense) // 2) + [nn.Linear]
-        if dense != expected or kinds[:1] != [nn.Flatten] or self.names[1::2] != [
-                name.replace("weight", "bias") for name in self.names[0::2]]:
-            raise ValueError("DenseReluStack needs models built by hw1track.models.mlp (Linear and ReLU layers)")
 
     def _layers(self, theta: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         params = list(self.params(theta).values())

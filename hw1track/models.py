@@ -27,12 +27,18 @@ def mlp(widths: Sequence[int]) -> nn.Sequential:
 
 
 def mlp_layers(model: nn.Module) -> list[nn.Linear]:
-    """The Linear layers of a net built by `mlp`, in order; ValueError for any other architecture."""
+    """The Linear layers of a net built by `mlp`, in order; ValueError for any other architecture.
+
+    The stacks that write an MLP's passes out (`batched.DenseReluStack`,
+    `mlp_stack.MlpStack`) check their nets with it: they assume exactly this
+    structure, a bias in every layer included.
+    """
     layers = list(model) if isinstance(model, nn.Sequential) else []
     linear = [layer for layer in layers if isinstance(layer, nn.Linear)]
     expected = [nn.Flatten] + [nn.Linear, nn.ReLU] * (len(linear) - 1) + [nn.Linear]
-    if not linear or [type(layer) for layer in layers] != expected:
-        raise ValueError("expected a net built by hw1track.models.mlp (Flatten, then Linear and ReLU layers)")
+    if not linear or [type(layer) for layer in layers] != expected or any(layer.bias is None for layer in linear):
+        raise ValueError("expected a net built by hw1track.models.mlp (Flatten, then Linear layers with biases "
+                         "and ReLUs)")
     return linear
 
 

@@ -1,4 +1,8 @@
-"""The one training loop every experiment uses.
+"""The training loop every experiment uses, and the evaluation every loop logs.
+
+(Nets of one shape trained side by side, part1_2a's, go through
+`train_together`, which draws the same minibatches from the same seeds and
+evaluates and logs each net with `evaluate_and_log`.)
 
 Data are whole tensors already on the device: a minibatch is an index into
 them, so an epoch costs the model's arithmetic and little else. Every reported

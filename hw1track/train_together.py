@@ -19,6 +19,16 @@ from hw1track.mlp_stack import MlpStack
 from hw1track.train import EpochHook, MetricSink, Split, Task, evaluate_and_log
 
 
+def stacked_step(stack: MlpStack, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                 task: Task) -> None:
+    """One update of every net, net i on its minibatch x[i], y[i]."""
+    per_example = task.loss(stack.outputs(x).flatten(0, 1), y.flatten(0, 1), reduction="none")
+    losses = per_example.view(len(stack), -1).mean(dim=1)
+    optimizer.zero_grad(set_to_none=True)
+    losses.sum().backward()  # each net's gradient is that of its own loss: the nets share nothing
+    optimizer.step()
+
+
 def fit_together(models: Sequence[nn.Module], train: Split, *, task: Task, epochs: int, batch_size: int, lr: float,
                  seeds: Sequence[int], eval_splits: Mapping[str, Split], sinks: Sequence[MetricSink],
                  on_epoch: Sequence[EpochHook | None] | None = None, desc: str = "") -> list[dict[str, float]]:
@@ -51,12 +61,7 @@ def fit_together(models: Sequence[nn.Module], train: Split, *, task: Task, epoch
             orders = torch.stack([torch.randperm(n, generator=shuffle) for shuffle in shuffles]).to(x.device)
         for start in range(0, n, batch_size):
             index = orders[:, start:start + batch_size]
-            outputs = stack.outputs(x[index])
-            per_example = task.loss(outputs.flatten(0, 1), y[index].flatten(0, 1), reduction="none")
-            losses = per_example.view(len(models), -1).mean(dim=1)
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()  # each net's gradient is that of its own loss: the nets share nothing
-            optimizer.step()
+            stacked_step(stack, optimizer, x[index], y[index], task)
         finals = after_epoch(epoch)
         bar.set_postfix({key: f"{sum(m[key] for m in finals) / len(finals):.4g}" for key in finals[0]},
                         refresh=False)

@@ -82,3 +82,13 @@ def test_only_same_shape_mlps_stack():
         MlpStack([mlp((4, 3, 2)), mlp((4, 5, 2))])
     with pytest.raises(ValueError, match="mlp"):
         MlpStack([cnn((4,), (8,))])
+
+
+def test_a_net_without_biases_is_refused_by_both_stacks():
+    from hw1track.batched import DenseReluStack
+
+    net = mlp((4, 3, 2))
+    net[1] = torch.nn.Linear(4, 3, bias=False)
+    for stack in (MlpStack, DenseReluStack):
+        with pytest.raises(ValueError, match="biases"):
+            stack([net])
