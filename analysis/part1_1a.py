@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 from mlflow.entities import Run
 
-from hw1track.plotting import plot_curves, run_colors, subplots
-from hw1track.query import StoreReader
+from hw1track.reporting.plotting import plot_curves, run_colors, subplots
+from hw1track.tracking.query import StoreReader
 
 
 def _label(run: Run) -> str:

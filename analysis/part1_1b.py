@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from mlflow.entities import Run
 
-from hw1track.plotting import plot_curves, run_colors, subplots
-from hw1track.query import StoreReader
+from hw1track.reporting.plotting import plot_curves, run_colors, subplots
+from hw1track.tracking.query import StoreReader
 
 
 def figures(reader: StoreReader, parent: Run) -> dict:

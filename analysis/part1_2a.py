@@ -10,11 +10,11 @@ import tempfile
 
 from mlflow.entities import Run
 
-from hw1track.pca import JointProjection, project_jointly
-from hw1track.plotting import run_colors, subplots
-from hw1track.query import StoreReader
-from hw1track.snapshots import ARTIFACT, load_snapshots
-from hw1track.tracking import TrackedRun
+from hw1track.measures.pca import JointProjection, project_jointly
+from hw1track.reporting.plotting import run_colors, subplots
+from hw1track.tracking.query import StoreReader
+from hw1track.measures.snapshots import ARTIFACT, load_snapshots
+from hw1track.tracking.runs import TrackedRun
 
 # Snapshot key -> (metric name part, what the axis title calls it).
 VIEWS = {

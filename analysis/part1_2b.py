@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from mlflow.entities import Run
 
-from hw1track.plotting import subplots
-from hw1track.query import StoreReader
+from hw1track.reporting.plotting import subplots
+from hw1track.tracking.query import StoreReader
 
 # Minibatch values scatter with the sampled batch; a running mean over about 1 % of the
 # iterations shows the trend. Full-batch values are the exact quantities and are drawn as they are.

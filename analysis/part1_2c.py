@@ -13,8 +13,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 from mlflow.entities import Run
 
-from hw1track.plotting import subplots
-from hw1track.query import StoreReader, runs_frame
+from hw1track.reporting.plotting import subplots
+from hw1track.tracking.query import StoreReader, runs_frame
 
 REACHED, CAPPED, COLLAPSED = "o", "^", "X"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from matplotlib.ticker import MaxNLocator
 from mlflow.entities import Run
 
-from hw1track.plotting import plot_curves, subplots
-from hw1track.query import StoreReader
+from hw1track.reporting.plotting import plot_curves, subplots
+from hw1track.tracking.query import StoreReader
 
 MILESTONE = "epochs_to_90pct_train_acc"
 COLORS = {"random": "tab:red", "true": "tab:blue"}

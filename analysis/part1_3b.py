@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from mlflow.entities import Run
 
-from hw1track.plotting import subplots
-from hw1track.query import StoreReader
+from hw1track.reporting.plotting import subplots
+from hw1track.tracking.query import StoreReader
 
 SPLITS = {"train": ("o-", "tab:blue"), "test": ("s--", "tab:orange")}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 from mlflow.entities import Run
 
-from hw1track.plotting import subplots
-from hw1track.query import StoreReader
+from hw1track.reporting.plotting import subplots
+from hw1track.tracking.query import StoreReader
 
 LOSS_COLOR, ACCURACY_COLOR = "tab:blue", "tab:red"
 

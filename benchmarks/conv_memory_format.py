@@ -4,7 +4,7 @@ oneDNN has separate convolution and pooling kernels for the two layouts, and on
 this CPU the NHWC ones are faster for these thin (8 to 32 channel) layers. An
 MNIST image has one channel, so its layout is the same in both: only the
 weights (and hence every activation after the first convolution) change
-layout. `hw1track.train.fit` therefore trains conv models channels-last.
+layout. `hw1track.training.fit.fit` therefore trains conv models channels-last.
 Layouts are alternated round by round so that both see the same background load.
 
     .venv/bin/python benchmarks/conv_memory_format.py [rounds]
@@ -20,9 +20,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from hw1track.data import load_mnist
-from hw1track.models import cnn
-from hw1track.train import CLASSIFICATION, evaluate, seeded_model
+from hw1track.training.data import load_mnist
+from hw1track.training.models import cnn
+from hw1track.training.evaluation import evaluate
+from hw1track.training.models import seeded_model
+from hw1track.training.tasks import CLASSIFICATION
 
 BATCH = 128
 TRAIN_STEPS = 100

@@ -19,11 +19,12 @@ import torch
 
 
 def train(epochs: int) -> None:
-    from hw1track.data import load_mnist
-    from hw1track.mlp_stack import MlpStack
-    from hw1track.models import mlp
-    from hw1track.train import CLASSIFICATION, seeded_model
-    from hw1track.train_together import stacked_step
+    from hw1track.training.data import load_mnist
+    from hw1track.training.mlp_stack import MlpStack
+    from hw1track.training.models import mlp
+    from hw1track.training.models import seeded_model
+    from hw1track.training.tasks import CLASSIFICATION
+    from hw1track.training.fit_together import stacked_step
     from runs import part1_2a
 
     cfg = part1_2a.PRESETS["full"]
@@ -51,7 +52,7 @@ def main() -> None:
     epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 4
     print(f"part1_2a, 8 DNNs stacked, batch 128, {torch.get_num_threads()} threads: seconds per epoch")
     for flushed in (False, True):
-        setup = "from hw1track.denormals import flush_denormals; flush_denormals(); " if flushed else ""
+        setup = "from hw1track.training.denormals import flush_denormals; flush_denormals(); " if flushed else ""
         code = f"{setup}import sys; sys.path[:0] = ['benchmarks', '.']; import denormals; denormals.train({epochs})"
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         times, denormal = done.stdout.split()[:-1], done.stdout.split()[-1]

@@ -1,4 +1,4 @@
-"""Seconds for one no-grad evaluation of the 60,000 training images by chunk size (hw1track.train.EVAL_CHUNK).
+"""Seconds for one no-grad evaluation of the 60,000 training images by chunk size (hw1track.training.fit.EVAL_CHUNK).
 
 Every epoch of every MNIST experiment ends with this evaluation of the train
 and test sets. A chunk of 8192 images gives a conv layer an 8192x8x28x28
@@ -17,10 +17,12 @@ import time
 
 import torch
 
-import hw1track.train as training
-from hw1track.data import load_mnist
-from hw1track.models import cnn, mlp
-from hw1track.train import CLASSIFICATION, evaluate, seeded_model
+import hw1track.training.fit as training
+from hw1track.training.data import load_mnist
+from hw1track.training.models import cnn, mlp
+from hw1track.training.evaluation import evaluate
+from hw1track.training.models import seeded_model
+from hw1track.training.tasks import CLASSIFICATION
 
 CHUNKS = (8192, 4096, 2048, 1024, 512, 256)
 MODELS = {

@@ -2,7 +2,7 @@
 
 A run that logs at every iteration stores tens of thousands of rows, and the
 training process pays for each. This times MLflow's `MlflowClient.log_batch`
-(1,000 rows per call, its limit) against `hw1track.sqlite_metrics` in
+(1,000 rows per call, its limit) against `hw1track.tracking.sqlite_metrics` in
 transactions of 1,000 and of 10,000 rows (`tracking.LOCAL_ROWS_PER_WRITE`),
 each into its own fresh store, and checks that both store the same rows.
 
@@ -21,8 +21,8 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from hw1track import sqlite_metrics
-from hw1track.tracking import LOCAL_ROWS_PER_WRITE
+from hw1track.tracking import sqlite_metrics
+from hw1track.tracking.runs import LOCAL_ROWS_PER_WRITE
 
 KEYS = ("loss", "grad_norm", "train_loss")
 

@@ -16,10 +16,13 @@ import time
 
 import torch
 
-from hw1track.data import load_mnist, subset
-from hw1track.functions import sample_target
-from hw1track.models import mlp
-from hw1track.train import CLASSIFICATION, REGRESSION, NullSink, fit, seeded_model
+from hw1track.training.data import load_mnist, subset
+from hw1track.training.targets import sample_target
+from hw1track.training.models import mlp
+from hw1track.training.fit import fit
+from hw1track.training.models import seeded_model
+from hw1track.training.sinks import NullSink
+from hw1track.training.tasks import CLASSIFICATION, REGRESSION
 
 
 def seconds_per_update(model, train, task, batch_size, updates):

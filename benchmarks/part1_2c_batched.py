@@ -1,11 +1,11 @@
 """What part1_2c's speed choices are worth, measured on this machine.
 
 1. Training: the same models, same steps, one at a time (torch.optim.Adam per
-   module) or stacked (hw1track.batched.minimise) with the generic vmapped
+   module) or stacked (hw1track.training.full_batch.minimise) with the generic vmapped
    stack or the hand-written DenseReluStack, for each phase.
 2. Intra-op threads (1 vs 2) for the stacked training, alternated round by round
    so that both see the same background load.
-3. The full Hessian: every method of hw1track.curvature.HESSIAN_METHODS, vmapped
+3. The full Hessian: every method of hw1track.measures.curvature.HESSIAN_METHODS, vmapped
    over 1 model at a time or over several, and DenseReluStack.hessians, which
    differentiates the hand-written gradient pass of all the models at once.
 
@@ -26,11 +26,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from hw1track import curvature
-from hw1track.batched import DenseReluStack, ModelStack, minimise, minimise_one_at_a_time
-from hw1track.functions import sample_target
-from hw1track.models import mlp
-from hw1track.train import seeded_model
+from hw1track.measures import curvature
+from hw1track.training.full_batch import minimise, minimise_one_at_a_time
+from hw1track.training.stacks import DenseReluStack, ModelStack
+from hw1track.training.targets import sample_target
+from hw1track.training.models import mlp
+from hw1track.training.models import seeded_model
 from runs.part1_2c import DTYPE, PRESETS, WIDTHS
 
 PHASE_STEPS = {"loss": 200, "squared_grad_norm": 100}

@@ -21,9 +21,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from hw1track.data import load_mnist
-from hw1track.models import cnn, mlp
-from hw1track.train import CLASSIFICATION, evaluate, seeded_model
+from hw1track.training.data import load_mnist
+from hw1track.training.models import cnn, mlp
+from hw1track.training.evaluation import evaluate
+from hw1track.training.models import seeded_model
+from hw1track.training.tasks import CLASSIFICATION
 from runs import part1_3a, part1_3b
 
 STEPS = 30  # training steps per timing

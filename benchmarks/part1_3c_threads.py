@@ -18,8 +18,8 @@ STEPS = 300
 CHILD = """
 import sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
-from hw1track.models import mlp
-from hw1track.train import seeded_model
+from hw1track.training.models import mlp
+from hw1track.training.models import seeded_model
 batch = int(sys.argv[2])
 model = seeded_model(lambda: mlp((784, 128, 64, 10)), 0)
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)

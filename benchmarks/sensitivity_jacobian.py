@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from hw1track.models import cnn, mlp
-from hw1track.sensitivity import input_jacobian_norms
-from hw1track.train import seeded_model
+from hw1track.training.models import cnn, mlp
+from hw1track.measures.sensitivity import input_jacobian_norms
+from hw1track.training.models import seeded_model
 
 N_EXAMPLES = 2000
 

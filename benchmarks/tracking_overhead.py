@@ -17,10 +17,13 @@ from pathlib import Path
 
 import torch
 
-from hw1track.functions import sample_target
-from hw1track.models import mlp
-from hw1track.tracking import Store, parent_run
-from hw1track.train import REGRESSION, NullSink, fit, seeded_model
+from hw1track.training.targets import sample_target
+from hw1track.training.models import mlp
+from hw1track.tracking.runs import Store, parent_run
+from hw1track.training.fit import fit
+from hw1track.training.models import seeded_model
+from hw1track.training.sinks import NullSink
+from hw1track.training.tasks import REGRESSION
 
 
 def _train(sink, epochs: int, batch_size: int, log_iterations: bool) -> None:

@@ -53,15 +53,19 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.flop_counter import FlopCounterMode
 
 import naive_reference as naive
-from hw1track import curvature
-from hw1track.batched import DenseReluStack, minimise
-from hw1track.data import load_mnist, prepare_mnist
-from hw1track.experiment import Member, RunContext
-from hw1track.functions import sample_target
-from hw1track.models import cnn, mlp, n_params
-from hw1track.threads import intra_op_threads
-from hw1track.tracking import Store, parent_run
-from hw1track.train import CLASSIFICATION, REGRESSION, NullSink, fit, seeded_model
+from hw1track.measures import curvature
+from hw1track.training.full_batch import minimise
+from hw1track.training.stacks import DenseReluStack
+from hw1track.training.data import load_mnist, prepare_mnist
+from hw1track.study.context import Member, RunContext
+from hw1track.training.targets import sample_target
+from hw1track.training.models import cnn, mlp, n_params
+from hw1track.training.threads import intra_op_threads
+from hw1track.tracking.runs import Store, parent_run
+from hw1track.training.fit import fit
+from hw1track.training.models import seeded_model
+from hw1track.training.sinks import NullSink
+from hw1track.training.tasks import CLASSIFICATION, REGRESSION
 from runs import part1_2a, part1_2b, part1_2c, part1_3b
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,11 +15,12 @@ from pathlib import Path
 import click
 
 from hw1track import config as configs
-from hw1track.data import load_mnist
-from hw1track.denormals import flush_denormals
+from hw1track.training.data import load_mnist
+from hw1track.training.denormals import flush_denormals
 from hw1track.errors import Hw1Error, UsageError
-from hw1track.experiment import Experiment, discover, get_experiment, resolve_device, run_experiment
-from hw1track.tracking import Store, Terminated, TrackedRun, raise_on_sigterm
+from hw1track.study.discovery import Experiment, discover, get_experiment
+from hw1track.study.invocation import resolve_device, run_experiment
+from hw1track.tracking.runs import Store, Terminated, TrackedRun, raise_on_sigterm
 
 TRACKING_URI = click.option("--tracking-uri", default=None, metavar="URI",
                             help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
@@ -56,7 +57,7 @@ def cli() -> None:
 @TRACKING_URI
 def list_experiments(tracking_uri: str | None) -> None:
     """The experiments, and the latest finished run of each in the store."""
-    from hw1track.query import StoreReader
+    from hw1track.tracking.query import StoreReader
 
     reader = StoreReader(tracking_uri)
     for name, experiment in discover().items():
@@ -112,8 +113,8 @@ def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, 
 @TRACKING_URI
 def doctor(older_than: float, dry_run: bool, tracking_uri: str | None) -> None:
     """Mark runs KILLED that were left RUNNING by a process that is gone (kill -9, a crash, a reboot)."""
-    from hw1track.orphans import describe, find_orphans, mark_killed
-    from hw1track.query import StoreReader
+    from hw1track.tracking.orphans import describe, find_orphans, mark_killed
+    from hw1track.tracking.query import StoreReader
 
     store = Store(tracking_uri)
     if not StoreReader.exists(store.uri):
@@ -138,8 +139,8 @@ def doctor(older_than: float, dry_run: bool, tracking_uri: str | None) -> None:
 @TRACKING_URI
 def analyze(name: str, run_id: str | None, out: str, tracking_uri: str | None) -> None:
     """Draw the figures of NAME (or all) from the store and log them to its parent run."""
-    from hw1track.plotting import save_figures
-    from hw1track.query import StoreReader
+    from hw1track.reporting.plotting import save_figures
+    from hw1track.tracking.query import StoreReader
 
     experiments = _selected(name)
     if run_id and len(experiments) > 1:
@@ -159,8 +160,8 @@ def analyze(name: str, run_id: str | None, out: str, tracking_uri: str | None) -
 @TRACKING_URI
 def report(out: str, tracking_uri: str | None) -> None:
     """One HTML page of the latest finished run of every experiment, also logged to MLflow (hw1/report)."""
-    from hw1track.query import StoreReader
-    from hw1track.report import write_report
+    from hw1track.tracking.query import StoreReader
+    from hw1track.reporting.report import write_report
 
     written = write_report(StoreReader(tracking_uri), out)
     missing = sum(section.parent is None for section in written.sections)
@@ -175,7 +176,7 @@ def report(out: str, tracking_uri: str | None) -> None:
 @TRACKING_URI
 def ui(host: str, port: int, tracking_uri: str | None) -> None:
     """Browse the store in MLflow's web UI until Ctrl-C."""
-    from hw1track.ui import serve
+    from hw1track.reporting.ui import serve
 
     sys.exit(serve(tracking_uri, host, port))
 

@@ -14,9 +14,10 @@ import pandas as pd
 import torch
 
 from hw1track.config import setting
-from hw1track.functions import TARGETS, sample_target
-from hw1track.models import describe, mlp
-from hw1track.train import REGRESSION, seeded_model
+from hw1track.training.targets import TARGETS, sample_target
+from hw1track.training.models import describe, mlp
+from hw1track.training.models import seeded_model
+from hw1track.training.tasks import REGRESSION
 
 DATA = "synthetic"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hw1track.config import MnistSplits
-from hw1track.models import cnn, describe
+from hw1track.training.models import cnn, describe
 
 DATA = "mnist"
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hw1track.config import MnistSplits
-from hw1track.experiment import Member
-from hw1track.models import describe, mlp
-from hw1track.snapshots import WeightSnapshots, snapshot_epochs
-from hw1track.train import CLASSIFICATION, seeded_model
+from hw1track.study.context import Member
+from hw1track.training.models import describe, mlp
+from hw1track.measures.snapshots import WeightSnapshots, snapshot_epochs
+from hw1track.training.models import seeded_model
+from hw1track.training.tasks import CLASSIFICATION
 
 DATA = "mnist"
 

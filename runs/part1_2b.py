@@ -20,9 +20,10 @@ import math
 from dataclasses import dataclass
 
 from hw1track.config import MnistSplits
-from hw1track.functions import sample_target
-from hw1track.models import describe, mlp
-from hw1track.train import CLASSIFICATION, REGRESSION, seeded_model
+from hw1track.training.targets import sample_target
+from hw1track.training.models import describe, mlp
+from hw1track.training.models import seeded_model
+from hw1track.training.tasks import CLASSIFICATION, REGRESSION
 from runs.part1_2a import WIDTHS as MNIST_WIDTHS
 
 DATA = "mnist"

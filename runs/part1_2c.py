@@ -25,12 +25,13 @@ from dataclasses import dataclass
 
 import torch
 
-from hw1track import curvature
-from hw1track.batched import DenseReluStack, log_trajectory, minimise
+from hw1track.measures import curvature
+from hw1track.training.full_batch import log_trajectory, minimise
+from hw1track.training.stacks import DenseReluStack
 from hw1track.config import setting
-from hw1track.functions import sample_target
-from hw1track.models import describe, mlp
-from hw1track.train import seeded_model
+from hw1track.training.targets import sample_target
+from hw1track.training.models import describe, mlp
+from hw1track.training.models import seeded_model
 
 DATA = "synthetic"
 # No THREADS: the hand-written stack's operations span all 100 models ((100, 200, 10) activations),

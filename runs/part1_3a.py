@@ -21,10 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hw1track.config import MnistSplits, setting
-from hw1track.labels import permuted_labels
-from hw1track.milestones import FirstEpochReaching, metric_reaches
-from hw1track.models import describe, mlp
-from hw1track.train import CLASSIFICATION, seeded_model
+from hw1track.training.labels import permuted_labels
+from hw1track.training.milestones import FirstEpochReaching, metric_reaches
+from hw1track.training.models import describe, mlp
+from hw1track.training.models import seeded_model
+from hw1track.training.tasks import CLASSIFICATION
 
 DATA = "mnist"
 

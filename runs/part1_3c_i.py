@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hw1track.config import MnistSplits, setting
-from hw1track.interpolation import alpha_grid, evaluate_along_line, snapshot
-from hw1track.models import describe, mlp
-from hw1track.train import CLASSIFICATION, seeded_model
+from hw1track.measures.interpolation import alpha_grid, evaluate_along_line, snapshot
+from hw1track.training.models import describe, mlp
+from hw1track.training.models import seeded_model
+from hw1track.training.tasks import CLASSIFICATION
 
 DATA = "mnist"
 

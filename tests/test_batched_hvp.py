@@ -4,10 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hw1track.batched import DenseReluStack, ModelStack, minimise, minimise_one_at_a_time, squared_grad_norm_objective
-from hw1track.functions import sample_target
-from hw1track.models import mlp
-from hw1track.train import seeded_model
+from hw1track.training.full_batch import minimise, minimise_one_at_a_time, squared_grad_norm_objective
+from hw1track.training.stacks import DenseReluStack, ModelStack
+from hw1track.training.targets import sample_target
+from hw1track.training.models import mlp
+from hw1track.training.models import seeded_model
 from runs.part1_2c import DTYPE, WIDTHS
 
 

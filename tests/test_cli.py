@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import hw1track
-from hw1track.query import StoreReader
+from hw1track.tracking.query import StoreReader
 
 
 @pytest.mark.slow

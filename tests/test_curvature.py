@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hw1track import curvature
-from hw1track.batched import DenseReluStack, ModelStack
-from hw1track.models import mlp
+from hw1track.measures import curvature
+from hw1track.training.stacks import DenseReluStack, ModelStack
+from hw1track.training.models import mlp
 
 METHODS = list(curvature.HESSIAN_METHODS)
 

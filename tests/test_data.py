@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from hw1track.data import MNIST_MD5, dataset_checksum, load_mnist, prepare_mnist, subset
+from hw1track.training.data import MNIST_MD5, dataset_checksum, load_mnist, prepare_mnist, subset
 from hw1track.errors import DataUnavailable
 
 

@@ -5,8 +5,8 @@ import pytest
 from nbclient import NotebookClient
 
 from conftest import REPO, run_quick
-from hw1track.query import StoreReader
-from hw1track.threads import intra_op_threads
+from hw1track.tracking.query import StoreReader
+from hw1track.training.threads import intra_op_threads
 
 NOTEBOOK = REPO / "notebooks" / "explore_runs.ipynb"
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import run_quick
-from hw1track.models import cnn, mlp, n_params
+from hw1track.training.models import cnn, mlp, n_params
 from runs import part1_1a, part1_1b
 
 

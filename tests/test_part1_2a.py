@@ -9,10 +9,10 @@ from sklearn.decomposition import PCA
 
 from conftest import hw1track, run_quick
 from analysis import part1_2a as analysis
-from hw1track.models import mlp, n_params
-from hw1track.pca import project_jointly
-from hw1track.query import StoreReader
-from hw1track.snapshots import ARTIFACT, load_snapshots, snapshot_epochs
+from hw1track.training.models import mlp, n_params
+from hw1track.measures.pca import project_jointly
+from hw1track.tracking.query import StoreReader
+from hw1track.measures.snapshots import ARTIFACT, load_snapshots, snapshot_epochs
 from runs import part1_2a
 
 METRICS = ["pca_whole_explained_var_1", "pca_whole_explained_var_2",

@@ -5,12 +5,13 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_quick
-from hw1track import curvature
-from hw1track.batched import DenseReluStack, ModelStack, minimise, minimise_one_at_a_time, squared_grad_norm_objective
-from hw1track.functions import sample_target
-from hw1track.models import mlp, n_params
-from hw1track.plotting import save_figures
-from hw1track.train import seeded_model
+from hw1track.measures import curvature
+from hw1track.training.full_batch import minimise, minimise_one_at_a_time, squared_grad_norm_objective
+from hw1track.training.stacks import DenseReluStack, ModelStack
+from hw1track.training.targets import sample_target
+from hw1track.training.models import mlp, n_params
+from hw1track.reporting.plotting import save_figures
+from hw1track.training.models import seeded_model
 from runs.part1_2c import DTYPE, PRESETS, WIDTHS
 
 from analysis import part1_2c as analysis

@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from conftest import hw1track, run_quick
-from hw1track.data import load_mnist, subset
-from hw1track.labels import permuted_labels
-from hw1track.models import mlp
-from hw1track.query import StoreReader
-from hw1track.train import CLASSIFICATION, evaluate
+from hw1track.training.data import load_mnist, subset
+from hw1track.training.labels import permuted_labels
+from hw1track.training.models import mlp
+from hw1track.tracking.query import StoreReader
+from hw1track.training.evaluation import evaluate
+from hw1track.training.tasks import CLASSIFICATION
 from runs import part1_3a
 
 MILESTONE = "epochs_to_90pct_train_acc"
@@ -130,7 +131,7 @@ class _Recorder:
 def test_annealed_learning_rate_follows_a_cosine_to_zero_over_the_epochs():
     import math
 
-    from hw1track.train import fit
+    from hw1track.training.fit import fit
 
     mnist = load_mnist()
     train = subset(mnist.train_x, mnist.train_y, 256, seed=0)

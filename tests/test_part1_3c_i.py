@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from conftest import hw1track, run_quick
-from hw1track.data import load_mnist, subset
-from hw1track.interpolation import interpolate_state_dict
-from hw1track.models import mlp
-from hw1track.train import CLASSIFICATION, evaluate_splits
+from hw1track.training.data import load_mnist, subset
+from hw1track.measures.interpolation import interpolate_state_dict
+from hw1track.training.models import mlp
+from hw1track.training.evaluation import evaluate_splits
+from hw1track.training.tasks import CLASSIFICATION
 from runs import part1_3c_i
 
 N_TRAIN, N_TEST = 1500, 400

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from conftest import run_quick
-from hw1track import query
+from hw1track.tracking import query
 from hw1track.errors import StoreError
-from hw1track.query import StoreReader
-from hw1track.threads import intra_op_threads
-from hw1track.tracking import Store, parent_run
+from hw1track.tracking.query import StoreReader
+from hw1track.training.threads import intra_op_threads
+from hw1track.tracking.runs import Store, parent_run
 
 TINY_3C_I = ("epochs=1", "train_size=600", "test_size=200")
 

@@ -29,15 +29,16 @@ from mlflow.entities import ViewType
 
 from conftest import hw1track
 from hw1track import config as configs
-from hw1track.code_version import ENV as CODE_VERSION_ENV
-from hw1track.code_version import code_version, source_digest, training_source
-from hw1track.experiment import discover, get_experiment, run_experiment
-from hw1track.orphans import find_orphans
-from hw1track.processes import TAG_HOST, TAG_PID, TAG_PROCESS_START, current_process_tags
-from hw1track.provenance import git_commit
-from hw1track.query import StoreReader
-from hw1track.snapshots import ARTIFACT, load_snapshots
-from hw1track.tracking import (MLFLOW_PARENT_RUN_ID, TAG_CONFIG_HASH, TAG_EXPERIMENT, TAG_ROLE, ReusedRun, Store,
+from hw1track.tracking.code_version import ENV as CODE_VERSION_ENV
+from hw1track.tracking.code_version import code_version, source_digest, training_source
+from hw1track.study.discovery import discover, get_experiment
+from hw1track.study.invocation import run_experiment
+from hw1track.tracking.orphans import find_orphans
+from hw1track.tracking.processes import TAG_HOST, TAG_PID, TAG_PROCESS_START, current_process_tags
+from hw1track.tracking.provenance import git_commit
+from hw1track.tracking.query import StoreReader
+from hw1track.measures.snapshots import ARTIFACT, load_snapshots
+from hw1track.tracking.runs import (MLFLOW_PARENT_RUN_ID, TAG_CONFIG_HASH, TAG_EXPERIMENT, TAG_ROLE, ReusedRun, Store,
                                config_hash, parent_run, reused_child_ids)
 
 EPOCHS = 1000  # a few seconds per model: long enough to interrupt a sweep between two models

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import hw1track
-from hw1track.query import StoreReader
+from hw1track.tracking.query import StoreReader
 from servers import tracking_server  # noqa: F401 (fixture)
 
 EXPERIMENT = "part1_1b"

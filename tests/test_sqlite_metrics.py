@@ -6,8 +6,8 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from hw1track import sqlite_metrics
-from hw1track.tracking import Store
+from hw1track.tracking import sqlite_metrics
+from hw1track.tracking.runs import Store
 
 KEYS = ("loss", "grad_norm")
 

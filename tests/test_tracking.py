@@ -8,8 +8,8 @@ import time
 import pytest
 from mlflow.entities import ViewType
 
-from hw1track.tracking import Store, TAG_ROLE, parent_run
-from hw1track.query import StoreReader
+from hw1track.tracking.runs import Store, TAG_ROLE, parent_run
+from hw1track.tracking.query import StoreReader
 
 
 def _statuses(reader: StoreReader, experiment: str) -> dict[str, str]:

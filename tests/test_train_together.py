@@ -3,11 +3,13 @@
 import pytest
 import torch
 
-from hw1track.data import load_mnist, subset
-from hw1track.mlp_stack import MlpStack
-from hw1track.models import cnn, mlp
-from hw1track.train import CLASSIFICATION, REGRESSION, fit, seeded_model
-from hw1track.train_together import fit_together
+from hw1track.training.data import load_mnist, subset
+from hw1track.training.mlp_stack import MlpStack
+from hw1track.training.models import cnn, mlp
+from hw1track.training.fit import fit
+from hw1track.training.models import seeded_model
+from hw1track.training.tasks import CLASSIFICATION, REGRESSION
+from hw1track.training.fit_together import fit_together
 
 
 class Recorder:
@@ -85,7 +87,7 @@ def test_only_same_shape_mlps_stack():
 
 
 def test_a_net_without_biases_is_refused_by_both_stacks():
-    from hw1track.batched import DenseReluStack
+    from hw1track.training.stacks import DenseReluStack
 
     net = mlp((4, 3, 2))
     net[1] = torch.nn.Linear(4, 3, bias=False)

@@ -24,7 +24,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from conftest import hw1track
-from hw1track.query import StoreReader
+from hw1track.tracking.query import StoreReader
 from servers import LOOPBACK, free_port, serving, ui_server
 
 EXPERIMENT = "part1_1b"

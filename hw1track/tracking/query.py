@@ -6,7 +6,7 @@ what the analysis modules take; the module-level functions at the bottom wrap
 it for notebooks, each with an optional `tracking_uri` (default: the project's
 store, see `default_tracking_uri`):
 
-    from hw1track import query
+    from hw1track.tracking import query
     runs = query.experiment_runs("part1_3b")      # children of the newest finished invocation
     query.metric_history(runs, ["test_acc"])      # tidy: run_id, run_name, key, step, value
     query.download_artifact(runs.run_id[0], "weights/final.pt")
@@ -26,7 +26,7 @@ from mlflow.entities import Run
 from hw1track.errors import StoreError
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small file is noise
-from hw1track.tracking import (MLFLOW_PARENT_RUN_ID, TAG_EXPERIMENT, TAG_ROLE, Store, default_tracking_uri,
+from hw1track.tracking.runs import (MLFLOW_PARENT_RUN_ID, TAG_EXPERIMENT, TAG_ROLE, Store, default_tracking_uri,
                                local_database, newest_per_config, reused_child_ids)
 
 

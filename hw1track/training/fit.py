@@ -22,46 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-EVAL_CHUNK = 512  # examples per no-grad forward: a chunk's conv activations stay in cache (benchmarks/eval_chunk.py)
+from hw1track.training.evaluation import evaluate_splits
+from hw1track.training.sinks import MetricSink
+from hw1track.training.tasks import Split, Task
 
-
-class MetricSink(Protocol):
-    """Where training reports numbers; the tracking layer buffers them for MLflow."""
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
-
-    def log_series(self, series: Mapping[str, list[float]], first_step: int) -> None: ...
-
-
-class NullSink:
-    """Discards everything: for benchmarks that time training without tracking."""
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        pass
-
-    def log_series(self, series: Mapping[str, list[float]], first_step: int) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class Task:
-    """What is minimised and whether accuracy means anything."""
-
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    classification: bool
-
-
-REGRESSION = Task(F.mse_loss, classification=False)
-CLASSIFICATION = Task(F.cross_entropy, classification=True)
-
-Split = tuple[torch.Tensor, torch.Tensor]
 EpochHook = Callable[[int, nn.Module, Mapping[str, float]], None]
 
-
-def seeded_model(factory: Callable[[], nn.Module], seed: int, device: str | torch.device = "cpu") -> nn.Module:
-    """Build a model whose initial weights depend only on `seed`."""
-    torch.manual_seed(seed)
-    return factory().to(device)
 
 
 def gradient_norm(model: nn.Module) -> torch.Tensor:
@@ -69,38 +35,6 @@ def gradient_norm(model: nn.Module) -> torch.Tensor:
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
 
-
-@torch.no_grad()
-def evaluate(model: nn.Module, split: Split, task: Task) -> dict[str, float]:
-    """Mean loss (and accuracy for classification) over the whole split.
-
-    The models here have no dropout or batch norm, so train and eval mode agree;
-    not toggling them saves a recursive walk of the model per call, which is a
-    quarter of a tiny network's epoch.
-    """
-    x, y = split
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    for start in range(0, len(x), EVAL_CHUNK):
-        xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
-        out = model(xb)
-        loss_sum += task.loss(out, yb, reduction="sum").double()
-        if task.classification:
-            correct += (out.argmax(dim=1) == yb).sum()
-    n_values = len(x) if task.classification else y.numel()
-    result = {"loss": (loss_sum / n_values).item()}
-    if task.classification:
-        result["acc"] = correct.item() / len(x)
-    return result
-
-
-def evaluate_splits(model: nn.Module, splits: Mapping[str, Split], task: Task) -> dict[str, float]:
-    """{'train_loss': ..., 'test_acc': ...} for every named split."""
-    metrics = {}
-    for name, split in splits.items():
-        for key, value in evaluate(model, split, task).items():
-            metrics[f"{name}_{key}"] = value
-    return metrics
 
 
 def evaluate_and_log(model: nn.Module, epoch: int, eval_splits: Mapping[str, Split], task: Task, sink: MetricSink,

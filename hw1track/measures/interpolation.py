@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from hw1track.train import Split, Task, evaluate_splits
+from hw1track.training.evaluation import evaluate_splits
+from hw1track.training.tasks import Split, Task
 
 StateDict = Mapping[str, torch.Tensor]
 

@@ -42,9 +42,9 @@ from mlflow.entities import Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID  # noqa: F401 (re-exported)
 
-from hw1track import metric_writer, sqlite_metrics
+from hw1track.tracking import metric_writer, sqlite_metrics
 from hw1track.errors import StoreError
-from hw1track.processes import current_process_tags
+from hw1track.tracking.processes import current_process_tags
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small file is noise
 

@@ -31,10 +31,10 @@ from urllib.parse import urlparse
 from mlflow.entities import Run
 
 from hw1track.errors import StoreError
-from hw1track.experiment import Experiment, discover
-from hw1track.provenance import git_commit
-from hw1track.query import StoreReader
-from hw1track.tracking import TAG_EXPERIMENT, TAG_GIT_COMMIT, TAG_ROLE, TrackedRun, ended_with_status
+from hw1track.study.discovery import Experiment, discover
+from hw1track.tracking.provenance import git_commit
+from hw1track.tracking.query import StoreReader
+from hw1track.tracking.runs import TAG_EXPERIMENT, TAG_GIT_COMMIT, TAG_ROLE, TrackedRun, ended_with_status
 
 REPORT_EXPERIMENT = "report"
 REPORT_ARTIFACT = "report.html"
@@ -90,7 +90,7 @@ def _figures(reader: StoreReader, experiment: Experiment, parent: Run) -> tuple[
     if logged:
         with tempfile.TemporaryDirectory(prefix="hw1track-report-") as folder:
             return {Path(path).stem: reader.download(parent, path, folder).read_bytes() for path in logged}, False
-    import hw1track.plotting  # noqa: F401 (the shared figure style, and a non-interactive backend)
+    import hw1track.reporting.plotting  # noqa: F401 (the shared figure style, and a non-interactive backend)
 
     drawn = experiment.analysis().figures(reader, parent)
     return {name: _png(figure) for name, figure in drawn.items()}, True

@@ -110,7 +110,7 @@ class MetricWriter:
                                                                          os.environ.get("PYTHONPATH")]))}
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "hw1track.metric_writer", str(to_writer_read), str(from_writer_write),
+                [sys.executable, "-m", "hw1track.tracking.metric_writer", str(to_writer_read), str(from_writer_write),
                  tracking_uri, str(rows_per_call)],
                 pass_fds=(to_writer_read, from_writer_write), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, env=env, start_new_session=True)

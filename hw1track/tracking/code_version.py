@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import hw1track
-from hw1track.provenance import git_commit
+from hw1track.tracking.provenance import git_commit
 
 ENV = "HW1TRACK_CODE_VERSION"
 

@@ -15,8 +15,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from hw1track.mlp_stack import MlpStack
-from hw1track.train import EpochHook, MetricSink, Split, Task, evaluate_and_log
+from hw1track.training.mlp_stack import MlpStack
+from hw1track.training.fit import evaluate_and_log
+from hw1track.training.fit import EpochHook
+from hw1track.training.sinks import MetricSink
+from hw1track.training.tasks import Split, Task
 
 
 def stacked_step(stack: MlpStack, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,

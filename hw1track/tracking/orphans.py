@@ -13,8 +13,8 @@ import time
 
 from mlflow.entities import Run, RunStatus
 
-from hw1track.processes import TAG_HOST, TAG_PID, writer_gone
-from hw1track.tracking import EXPERIMENT_PREFIX, TAG_EXPERIMENT, TAG_ROLE, Store, mlflow_experiment_name
+from hw1track.tracking.processes import TAG_HOST, TAG_PID, writer_gone
+from hw1track.tracking.runs import EXPERIMENT_PREFIX, TAG_EXPERIMENT, TAG_ROLE, Store, mlflow_experiment_name
 
 STALE_AFTER_HOURS = 24.0  # a RUNNING run of another host counts as orphaned after this long
 

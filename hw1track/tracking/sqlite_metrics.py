@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hw1track.metric_writer import Row
+from hw1track.tracking.metric_writer import Row
 
 WriteRows = Callable[[str, Sequence[Row]], None]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hw1track.tracking import TrackedRun
+from hw1track.tracking.runs import TrackedRun
 
 ARTIFACT = "snapshots.pt"
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hw1track.models import mlp_layers
+from hw1track.training.models import mlp_layers
 
 
 class MlpStack:

@@ -1,93 +1,28 @@
-"""Experiments as plug-ins: discovery of `runs/`, and the context a run module trains in.
+"""The context a run module trains in: its parent run, the device, the data, and how a model becomes a child run.
 
-A run module declares `Config`, `PRESETS`, `DATA` ("mnist" or "synthetic") and
-`run(config, ctx)`; its first docstring line is its summary. Everything that is
-the same for all experiments (opening the parent run, provenance, data,
-device, training one model as a child run, reusing models that already
-finished) happens here, once.
+Everything that is the same for every experiment's models happens here once:
+the standard params, training through the epoch driver, logging the final
+weights, and reusing a model whose identical config already finished.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
 
-from hw1track import config as configs
-from hw1track import data as mnist_data
-from hw1track.code_version import code_version
-from hw1track.errors import UsageError
-from hw1track.models import n_params
-from hw1track.orphans import describe, find_orphans, mark_killed
-from hw1track.threads import intra_op_threads
-from hw1track.provenance import git_commit, package_versions
-from hw1track.tracking import (MLFLOW_GIT_COMMIT, TAG_CODE_VERSION, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_RUN_HASH,
-                               ParentRun, ReusedRun, Store, TrackedRun, config_hash, parent_run, restore_weights)
-from hw1track.train import CLASSIFICATION, EpochHook, Split, Task, fit, seeded_model
-from hw1track.train_together import fit_together
-
-
-@dataclass(frozen=True)
-class Experiment:
-    name: str
-    summary: str
-    module: ModuleType
-
-    @property
-    def presets(self) -> Mapping[str, Any]:
-        return self.module.PRESETS
-
-    @property
-    def threads(self) -> int | None:
-        """The intra-op thread count the experiment runs best with, if it declares one (THREADS)."""
-        return getattr(self.module, "THREADS", None)
-
-    @property
-    def uses_mnist(self) -> bool:
-        return getattr(self.module, "DATA", "synthetic") == "mnist"
-
-    def analysis(self) -> ModuleType:
-        return importlib.import_module(f"analysis.{self.name}")
-
-
-def discover() -> dict[str, Experiment]:
-    """Every module in `runs/`, in study order (names sort as part1_1a < part1_1b < ... < part1_3c_ii)."""
-    import runs
-
-    found = {}
-    for info in sorted(pkgutil.iter_modules(runs.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"runs.{info.name}")
-        summary = (module.__doc__ or info.name).strip().splitlines()[0]
-        found[info.name] = Experiment(info.name, summary, module)
-    return found
-
-
-def get_experiment(name: str) -> Experiment:
-    known = discover()
-    if name not in known:
-        raise UsageError(f"unknown experiment {name!r} (known: {', '.join(known)}, or all)")
-    return known[name]
-
-
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available on this machine")
-    return device
+from hw1track.tracking.runs import ParentRun, ReusedRun, TrackedRun, restore_weights
+from hw1track.training import data as mnist_data
+from hw1track.training.fit import EpochHook, fit
+from hw1track.training.fit_together import fit_together
+from hw1track.training.models import n_params, seeded_model
+from hw1track.training.tasks import CLASSIFICATION, Split, Task
 
 
 @dataclass(frozen=True)
@@ -121,7 +56,7 @@ class RunContext:
                 mnist_data.subset(mnist.test_x, mnist.test_y, test_size, seed))
 
     def report(self, message: str) -> None:
-        _report(self.parent.experiment, message)
+        report(self.parent.experiment, message)
 
     def train_classifiers(self, models: Mapping[str, tuple[Callable[[], nn.Module], Mapping[str, Any]]],
                           cfg: Any) -> None:
@@ -165,7 +100,7 @@ class RunContext:
 
     def train_together(self, members: Mapping[str, Member], *, train: Split, eval_splits: Mapping[str, Split],
                        task: Task, epochs: int, batch_size: int, lr: float) -> dict[str, dict[str, float]]:
-        """Train same-shape `models.mlp` nets side by side, each as its own child run (`hw1track.train_together`).
+        """Train same-shape `models.mlp` nets side by side, each as its own child run (`hw1track.training.fit_together`).
 
         Each member is logged, reused and restored exactly as `train_model`
         would do it; only the members that are not reused are trained, together.
@@ -220,7 +155,8 @@ def _log_trained(child: TrackedRun, model: nn.Module,
         log_artifacts(child, model)
 
 
-def _report(experiment: str, message: str) -> None:
+def report(experiment: str, message: str) -> None:
+    """A progress line on stderr, prefixed by the experiment."""
     print(f"[{experiment}] {message}", file=sys.stderr, flush=True)
 
 
@@ -228,65 +164,3 @@ def _restore_weights(model: nn.Module, reused: ReusedRun, eval_splits: Mapping[s
     """Load a reused run's final weights into `model`; returns its final metrics, as training would."""
     restore_weights(model, reused.client, reused.run_id)
     return {key: value for key, value in reused.run.data.metrics.items() if key.split("_")[0] in eval_splits}
-
-
-def _parent_tags(experiment: Experiment, config: Any, uses_mnist: bool) -> dict[str, str]:
-    commit = git_commit()
-    tags = {TAG_GIT_COMMIT: commit, MLFLOW_GIT_COMMIT: commit.removesuffix("-dirty"), "hw1track.seed": config.seed,
-            # float reductions are split per thread: the last digits depend on the thread count
-            "hw1track.torch_threads": torch.get_num_threads()}
-    tags.update({f"hw1track.version.{name}": version for name, version in package_versions().items()})
-    if uses_mnist:
-        tags[TAG_MNIST_MD5] = mnist_data.dataset_checksum()
-    return tags
-
-
-def run_experiment(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
-                   mnist_dir: str | None = None, threads: int | None = None, reuse: bool = False) -> str:
-    """Train everything `experiment` declares under one parent run; returns the parent's run id.
-
-    Data are loaded before the parent run opens, so a missing or corrupted MNIST
-    fails without leaving anything in the store. `threads` (else the experiment's
-    THREADS, else torch's default) sets torch's intra-op threads for this run only.
-    Runs of the experiment left RUNNING by a process that is gone are marked KILLED first.
-
-    With `reuse` (what `hw1track run` does unless --force), an invocation whose
-    config, preset and code version already FINISHED returns that parent and
-    trains nothing, and every model whose config already FINISHED is reused
-    (linked to the new parent) instead of trained again.
-    """
-    _clear_orphans(experiment.name, store)
-    scope = {"preset": preset, "code_version": code_version(), "seed": getattr(config, "seed", None)}
-    run_hash = config_hash(experiment.name, configs.to_params(config), scope)
-    experiment_id = store.experiment_id(experiment.name) if reuse else None
-    finished = store.finished_run(experiment_id, TAG_RUN_HASH, run_hash, "parent") if experiment_id else None
-    if finished is not None:
-        _report(experiment.name, f"an identical run already finished (parent run {finished.info.run_id}): "
-                                 f"nothing to train; --force trains it again")
-        return finished.info.run_id
-    with intra_op_threads(threads or experiment.threads or torch.get_num_threads()):
-        return _run_in_parent(experiment, preset, config, store, device, mnist_dir, scope, run_hash, reuse)
-
-
-def _clear_orphans(experiment: str, store: Store) -> None:
-    orphans = find_orphans(store, experiment)
-    mark_killed(store, orphans)
-    for run in orphans:
-        _report(experiment, f"marked KILLED, its process is gone: {describe(run)}")
-
-
-def _run_in_parent(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
-                   mnist_dir: str | None, scope: Mapping[str, Any], run_hash: str, reuse: bool) -> str:
-    data = mnist_data.load_mnist(source=mnist_dir).to(device) if experiment.uses_mnist else None
-    run_name = f"{experiment.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    tags = {**_parent_tags(experiment, config, experiment.uses_mnist), TAG_CODE_VERSION: scope["code_version"],
-            TAG_RUN_HASH: run_hash, "hw1track.reuse": str(reuse).lower()}
-    with parent_run(store, experiment.name, preset, run_name, tags, scope=scope, reuse=reuse) as parent:
-        parent.log_params({**configs.to_params(config), "preset": preset, "device": str(device)})
-        parent.log_json({"experiment": experiment.name, "preset": preset, "config": configs.to_dict(config),
-                         "device": str(device), "git_commit": tags[TAG_GIT_COMMIT],
-                         "versions": package_versions(), "argv": sys.argv,
-                         "mnist_md5": dict(mnist_data.MNIST_MD5) if data is not None else None},
-                        "run_config.json")
-        experiment.module.run(config, RunContext(parent, device, data))
-        return parent.run_id

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
+
+
+def seeded_model(factory: Callable[[], nn.Module], seed: int, device: str | torch.device = "cpu") -> nn.Module:
+    """Build a model whose initial weights depend only on `seed`."""
+    torch.manual_seed(seed)
+    return factory().to(device)
 
 
 def n_params(model: nn.Module) -> int:
@@ -37,7 +44,7 @@ def mlp_layers(model: nn.Module) -> list[nn.Linear]:
     linear = [layer for layer in layers if isinstance(layer, nn.Linear)]
     expected = [nn.Flatten] + [nn.Linear, nn.ReLU] * (len(linear) - 1) + [nn.Linear]
     if not linear or [type(layer) for layer in layers] != expected or any(layer.bias is None for layer in linear):
-        raise ValueError("expected a net built by hw1track.models.mlp (Flatten, then Linear layers with biases "
+        raise ValueError("expected a net built by hw1track.training.models.mlp (Flatten, then Linear layers with biases "
                          "and ReLUs)")
     return linear
 

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # figures are files; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from hw1track.tracking import TrackedRun  # noqa: E402
+from hw1track.tracking.runs import TrackedRun  # noqa: E402
 
 plt.rcParams.update({
     "figure.dpi": 110,

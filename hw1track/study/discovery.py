@@ -1,0 +1,62 @@
+"""Experiments as plug-ins: every module in `runs/` is one, found by name.
+
+This is the only place the library reaches into `runs/` and `analysis/`: a
+run module declares `Config`, `PRESETS`, `DATA` ("mnist" or "synthetic") and
+`run(cfg, ctx)`, an analysis module `figures(reader, parent)`; see the README's
+"Adding an experiment".
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from hw1track.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    summary: str
+    module: ModuleType
+
+    @property
+    def presets(self) -> Mapping[str, Any]:
+        return self.module.PRESETS
+
+    @property
+    def threads(self) -> int | None:
+        """The intra-op thread count the experiment runs best with, if it declares one (THREADS)."""
+        return getattr(self.module, "THREADS", None)
+
+    @property
+    def uses_mnist(self) -> bool:
+        return getattr(self.module, "DATA", "synthetic") == "mnist"
+
+    def analysis(self) -> ModuleType:
+        return importlib.import_module(f"analysis.{self.name}")
+
+
+def discover() -> dict[str, Experiment]:
+    """Every module in `runs/`, in study order (names sort as part1_1a < part1_1b < ... < part1_3c_ii)."""
+    import runs
+
+    found = {}
+    for info in sorted(pkgutil.iter_modules(runs.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"runs.{info.name}")
+        summary = (module.__doc__ or info.name).strip().splitlines()[0]
+        found[info.name] = Experiment(info.name, summary, module)
+    return found
+
+
+def get_experiment(name: str) -> Experiment:
+    known = discover()
+    if name not in known:
+        raise UsageError(f"unknown experiment {name!r} (known: {', '.join(known)}, or all)")
+    return known[name]

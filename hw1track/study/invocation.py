@@ -1,0 +1,98 @@
+"""One invocation of an experiment: its parent run, provenance, data, threads, and reuse of a finished twin.
+
+Data are loaded before the parent run opens and every input is validated
+before that, so a failure leaves nothing in the store.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from hw1track import config as configs
+from hw1track.errors import UsageError
+from hw1track.study.context import RunContext, report
+from hw1track.study.discovery import Experiment
+from hw1track.tracking.code_version import code_version
+from hw1track.tracking.orphans import describe, find_orphans, mark_killed
+from hw1track.tracking.provenance import git_commit, package_versions
+from hw1track.tracking.runs import (MLFLOW_GIT_COMMIT, TAG_CODE_VERSION, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_RUN_HASH,
+                                    Store, config_hash, parent_run)
+from hw1track.training import data as mnist_data
+from hw1track.training.threads import intra_op_threads
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def _parent_tags(experiment: Experiment, config: Any, uses_mnist: bool) -> dict[str, str]:
+    commit = git_commit()
+    tags = {TAG_GIT_COMMIT: commit, MLFLOW_GIT_COMMIT: commit.removesuffix("-dirty"), "hw1track.seed": config.seed,
+            # float reductions are split per thread: the last digits depend on the thread count
+            "hw1track.torch_threads": torch.get_num_threads()}
+    tags.update({f"hw1track.version.{name}": version for name, version in package_versions().items()})
+    if uses_mnist:
+        tags[TAG_MNIST_MD5] = mnist_data.dataset_checksum()
+    return tags
+
+
+def run_experiment(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
+                   mnist_dir: str | None = None, threads: int | None = None, reuse: bool = False) -> str:
+    """Train everything `experiment` declares under one parent run; returns the parent's run id.
+
+    Data are loaded before the parent run opens, so a missing or corrupted MNIST
+    fails without leaving anything in the store. `threads` (else the experiment's
+    THREADS, else torch's default) sets torch's intra-op threads for this run only.
+    Runs of the experiment left RUNNING by a process that is gone are marked KILLED first.
+
+    With `reuse` (what `hw1track run` does unless --force), an invocation whose
+    config, preset and code version already FINISHED returns that parent and
+    trains nothing, and every model whose config already FINISHED is reused
+    (linked to the new parent) instead of trained again.
+    """
+    _clear_orphans(experiment.name, store)
+    scope = {"preset": preset, "code_version": code_version(), "seed": getattr(config, "seed", None)}
+    run_hash = config_hash(experiment.name, configs.to_params(config), scope)
+    experiment_id = store.experiment_id(experiment.name) if reuse else None
+    finished = store.finished_run(experiment_id, TAG_RUN_HASH, run_hash, "parent") if experiment_id else None
+    if finished is not None:
+        report(experiment.name, f"an identical run already finished (parent run {finished.info.run_id}): "
+                                 f"nothing to train; --force trains it again")
+        return finished.info.run_id
+    with intra_op_threads(threads or experiment.threads or torch.get_num_threads()):
+        return _run_in_parent(experiment, preset, config, store, device, mnist_dir, scope, run_hash, reuse)
+
+
+def _clear_orphans(experiment: str, store: Store) -> None:
+    orphans = find_orphans(store, experiment)
+    mark_killed(store, orphans)
+    for run in orphans:
+        report(experiment, f"marked KILLED, its process is gone: {describe(run)}")
+
+
+def _run_in_parent(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
+                   mnist_dir: str | None, scope: Mapping[str, Any], run_hash: str, reuse: bool) -> str:
+    data = mnist_data.load_mnist(source=mnist_dir).to(device) if experiment.uses_mnist else None
+    run_name = f"{experiment.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tags = {**_parent_tags(experiment, config, experiment.uses_mnist), TAG_CODE_VERSION: scope["code_version"],
+            TAG_RUN_HASH: run_hash, "hw1track.reuse": str(reuse).lower()}
+    with parent_run(store, experiment.name, preset, run_name, tags, scope=scope, reuse=reuse) as parent:
+        parent.log_params({**configs.to_params(config), "preset": preset, "device": str(device)})
+        parent.log_json({"experiment": experiment.name, "preset": preset, "config": configs.to_dict(config),
+                         "device": str(device), "git_commit": tags[TAG_GIT_COMMIT],
+                         "versions": package_versions(), "argv": sys.argv,
+                         "mnist_md5": dict(mnist_data.MNIST_MD5) if data is not None else None},
+                        "run_config.json")
+        experiment.module.run(config, RunContext(parent, device, data))
+        return parent.run_id
