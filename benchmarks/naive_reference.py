@@ -243,3 +243,32 @@ def part1_2b_sinc(x, y, seed, iterations, lr=1e-3):
             with torch.no_grad():
                 mlflow.log_metric("train_loss", F.mse_loss(model(x), y).item(), step=iteration)
     return steps
+
+
+def minimise_one_at_a_time(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, *, objective: str,
+                           steps: int, lr: float, stop_below: float | None = None,
+                           loss=F.mse_loss) -> list[list[tuple[float, float]]]:
+    """part1_2c's training one model at a time with torch.optim.Adam: (loss, grad norm) per iteration.
+
+    The reference the stacked path (`hw1track.training.full_batch.minimise`) must
+    reproduce; tests and benchmarks compare the two.
+    """
+    records = []
+    for model in models:
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=lr, foreach=True)
+        record = []
+        for step in range(steps + (stop_below is not None)):
+            value = loss(model(x), y)
+            grads = torch.autograd.grad(value, params, create_graph=objective == "squared_grad_norm")
+            squared_norm = sum(g.pow(2).sum() for g in grads)
+            record.append((value.item(), squared_norm.sqrt().item()))
+            if stop_below is not None and (squared_norm.sqrt().item() < stop_below or step == steps):
+                break
+            if objective == "squared_grad_norm":
+                grads = torch.autograd.grad(squared_norm, params)
+            for p, g in zip(params, grads):
+                p.grad = g.detach()
+            optimizer.step()
+        records.append(record)
+    return records

@@ -6,7 +6,8 @@ never from a running minibatch average.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -47,3 +48,18 @@ def evaluate_splits(model: nn.Module, splits: Mapping[str, Split], task: Task) -
         for key, value in evaluate(model, split, task).items():
             metrics[f"{name}_{key}"] = value
     return metrics
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode for the body, then back in the mode it was in.
+
+    Dropout and batch norm behave differently in the two modes, and a reported
+    number must be the model's deterministic eval-mode output.
+    """
+    was_training = model.training
+    model.train(False)
+    try:
+        yield model
+    finally:
+        model.train(was_training)

@@ -8,12 +8,11 @@ model can stop at its threshold while the others go on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from hw1track.training.sinks import MetricSink
 from hw1track.training.stacks import Loss, ModelStack
@@ -124,31 +123,6 @@ def minimise(stack: ModelStack, x: torch.Tensor, y: torch.Tensor, *, objective: 
         optimizer.step(gradients, active if checks else None)
     return Trajectory(records[0, :rows], records[1, :rows], optimizer.steps.long(),
                       ~active if checks else torch.zeros_like(active), has_final_row=checks)
-
-
-def minimise_one_at_a_time(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, *, objective: str,
-                           steps: int, lr: float, stop_below: float | None = None,
-                           loss: Loss = F.mse_loss) -> list[list[tuple[float, float]]]:
-    """The reference path: each model alone with torch.optim.Adam; returns (loss, grad norm) per iteration."""
-    records = []
-    for model in models:
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=lr, foreach=True)
-        record = []
-        for step in range(steps + (stop_below is not None)):
-            value = loss(model(x), y)
-            grads = torch.autograd.grad(value, params, create_graph=objective == "squared_grad_norm")
-            squared_norm = sum(g.pow(2).sum() for g in grads)
-            record.append((value.item(), squared_norm.sqrt().item()))
-            if stop_below is not None and (squared_norm.sqrt().item() < stop_below or step == steps):
-                break
-            if objective == "squared_grad_norm":
-                grads = torch.autograd.grad(squared_norm, params)
-            for p, g in zip(params, grads):
-                p.grad = g.detach()
-            optimizer.step()
-        records.append(record)
-    return records
 
 
 def log_trajectory(sink: MetricSink, trajectory: Trajectory, index: int, first_step: int, every: int = 1) -> int:
