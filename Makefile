@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HW1TRACK_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 export HW1TRACK_MNIST_DIR
 
-.PHONY: setup demo full test ui bench clean-store
+.PHONY: setup browser demo full test ui bench clean-store
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,10 @@ full: setup  ## the whole study at the homework's scale
 	$(BIN)/hw1track run all --preset full
 	$(BIN)/hw1track analyze all
 
-test: setup
+browser:  ## Debian's Chromium for the UI test, installed with apt-get when /usr/bin/chromium is missing
+	@test -x /usr/bin/chromium || sh scripts/install-chromium
+
+test: setup browser
 	$(BIN)/pytest -q
 
 ui: setup  ## browse the local store at http://127.0.0.1:5000

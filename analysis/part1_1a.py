@@ -6,12 +6,13 @@ import pandas as pd
 from mlflow.entities import Run
 
 from hw1track.reporting.plotting import plot_curves, run_colors, subplots
+from hw1track.tracking.names import TAG_STUCK
 from hw1track.tracking.query import StoreReader
 
 
 def _label(run: Run) -> str:
     params = run.data.params
-    stuck = " (stuck)" if run.data.tags.get("hw1track.stuck") == "true" else ""
+    stuck = " (stuck)" if run.data.tags.get(TAG_STUCK) == "true" else ""
     return f"{params['model']} {params['widths']}, P={params['n_params']}{stuck}"
 
 

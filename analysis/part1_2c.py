@@ -14,6 +14,7 @@ from matplotlib.lines import Line2D
 from mlflow.entities import Run
 
 from hw1track.reporting.plotting import subplots
+from hw1track.tracking.names import TAG_STUCK
 from hw1track.tracking.query import StoreReader, runs_frame
 
 REACHED, CAPPED, COLLAPSED = "o", "^", "X"
@@ -21,7 +22,7 @@ REACHED, CAPPED, COLLAPSED = "o", "^", "X"
 
 def _scatter(frame, ratio: str, xlabel: str, title: str, threshold: float):
     fig, ax = subplots(width=7.0, height=4.8)
-    collapsed = frame["tags.hw1track.stuck"] == "true"
+    collapsed = frame[f"tags.{TAG_STUCK}"] == "true"
     reached = (frame["metrics.reached_grad_norm_threshold"] > 0.5) & ~collapsed
     capped = ~reached & ~collapsed
     # The colour scale spans the trainings that fit something; a collapsed net's ‖∇L‖ ≈ 1e-16 would flatten it.

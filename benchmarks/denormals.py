@@ -24,7 +24,7 @@ def train(epochs: int) -> None:
     from hw1track.training.models import mlp
     from hw1track.training.models import seeded_model
     from hw1track.training.tasks import CLASSIFICATION
-    from hw1track.training.fit_together import stacked_step
+    from hw1track.training.mlp_stack import stacked_step
     from runs import part1_2a
 
     cfg = part1_2a.PRESETS["full"]

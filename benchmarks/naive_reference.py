@@ -248,7 +248,7 @@ def part1_2b_sinc(x, y, seed, iterations, lr=1e-3):
 def minimise_one_at_a_time(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, *, objective: str,
                            steps: int, lr: float, stop_below: float | None = None,
                            loss=F.mse_loss) -> list[list[tuple[float, float]]]:
-    """part1_2c's training one model at a time with torch.optim.Adam: (loss, grad norm) per iteration.
+    """part1_2c's training one model at a time with torch.optim.Adam: (loss, grad norm) after each of its updates.
 
     The reference the stacked path (`hw1track.training.full_batch.minimise`) must
     reproduce; tests and benchmarks compare the two.
@@ -258,12 +258,12 @@ def minimise_one_at_a_time(models: Sequence[nn.Module], x: torch.Tensor, y: torc
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=lr, foreach=True)
         record = []
-        for step in range(steps + (stop_below is not None)):
+        for step in range(steps + 1):  # the last measurement is at the weights after the last update
             value = loss(model(x), y)
             grads = torch.autograd.grad(value, params, create_graph=objective == "squared_grad_norm")
             squared_norm = sum(g.pow(2).sum() for g in grads)
             record.append((value.item(), squared_norm.sqrt().item()))
-            if stop_below is not None and (squared_norm.sqrt().item() < stop_below or step == steps):
+            if step == steps or stop_below is not None and squared_norm.sqrt().item() < stop_below:
                 break
             if objective == "squared_grad_norm":
                 grads = torch.autograd.grad(squared_norm, params)

@@ -19,7 +19,8 @@ import torch
 
 from hw1track.training.targets import sample_target
 from hw1track.training.models import mlp
-from hw1track.tracking.runs import Store, parent_run
+from hw1track.tracking.runs import parent_run
+from hw1track.tracking.store import Store
 from hw1track.training.fit import fit
 from hw1track.training.models import seeded_model
 from hw1track.training.sinks import NullSink

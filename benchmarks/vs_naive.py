@@ -61,7 +61,8 @@ from hw1track.study.context import Member, RunContext
 from hw1track.training.targets import sample_target
 from hw1track.training.models import cnn, mlp, n_params
 from hw1track.training.threads import intra_op_threads
-from hw1track.tracking.runs import Store, parent_run
+from hw1track.tracking.runs import parent_run
+from hw1track.tracking.store import Store
 from hw1track.training.fit import fit
 from hw1track.training.models import seeded_model
 from hw1track.training.sinks import NullSink

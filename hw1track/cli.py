@@ -20,7 +20,9 @@ from hw1track.training.denormals import flush_denormals
 from hw1track.errors import Hw1Error, UsageError
 from hw1track.study.discovery import Experiment, discover, get_experiment
 from hw1track.study.invocation import resolve_device, run_experiment
-from hw1track.tracking.runs import Store, Terminated, TrackedRun, raise_on_sigterm
+from hw1track.tracking.ending import Terminated, raise_on_sigterm
+from hw1track.tracking.runs import TrackedRun
+from hw1track.tracking.store import Store
 
 TRACKING_URI = click.option("--tracking-uri", default=None, metavar="URI",
                             help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
@@ -152,6 +154,30 @@ def analyze(name: str, run_id: str | None, out: str, tracking_uri: str | None) -
         paths = save_figures(figures, Path(out) / experiment.name, TrackedRun(reader.client, parent.info.run_id))
         click.echo(f"{experiment.name}: {len(paths)} figures in {Path(out) / experiment.name} "
                    f"(logged to run {parent.info.run_id})")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--data", type=click.Choice(["mnist", "synthetic"]), default="mnist", show_default=True,
+              help="MNIST classifiers, or nets fitting a 1-D function.")
+def new(name: str, data: str) -> None:
+    """Start experiment NAME: runs/NAME.py, analysis/NAME.py and tests/test_NAME.py that work as written."""
+    from hw1track.study.scaffold import create
+
+    written = create(name, data)
+    for path, what in ((written.run, "what it trains: Config, PRESETS, run()"),
+                       (written.analysis, "what it draws from the store: figures()"),
+                       (written.test, "runs it at tiny settings and draws its figures")):
+        click.echo(f"wrote {_shown(path):<40} {what}")
+    click.echo(f"next:\n  hw1track run {name}\n  hw1track analyze {name}\n  pytest {_shown(written.test)}")
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is below it, as the user would type it."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 @cli.command()

@@ -2,7 +2,9 @@
 `--set key=value` overrides parsed by each field's declared type.
 
 Parsing and validating everything before a run starts is what lets a typo fail
-with one line and leave the tracking store untouched.
+with one line and leave the tracking store untouched. Each field also has a
+role in the identity of the models (IDENTITY unless it declares SWEEP or
+PRESENTATION), so that reuse never hands back a model trained with other settings.
 """
 
 from __future__ import annotations
@@ -17,17 +19,45 @@ from typing import Any
 from hw1track.errors import UsageError
 
 
+# What a field is to the models an invocation trains (its `role`).
+# A model is identified by its own params plus every IDENTITY field of the config
+# (see `identity_params`), so a run module cannot forget to copy a setting that
+# changes training into its children's params: a field is identity unless it
+# says otherwise.
+IDENTITY = "identity"
+# Decides which models exist, one per value (widths, batch sizes, trainings);
+# each model carries its own value in its params, so that extending a sweep
+# reuses the models it already had instead of training them all again.
+SWEEP = "sweep"
+# Changes only what the parent computes from the trained models (a plot's grid),
+# never a model nor anything logged on one.
+PRESENTATION = "presentation"
+ROLES = (IDENTITY, SWEEP, PRESENTATION)
+
+
 def setting(default: Any, *, minimum: float | None = None, choices: Sequence[Any] | None = None,
-            allow_any: bool = False) -> Any:
-    """A config field with its bounds.
+            allow_any: bool = False, role: str = IDENTITY) -> Any:
+    """A config field with its bounds and its role (IDENTITY, SWEEP or PRESENTATION).
 
     Numbers default to "strictly positive" because almost every knob here is a
     count, a size or a rate; `minimum` makes the bound inclusive instead (seeds
     may be 0) and `allow_any` lifts it (interpolation coefficients).
     """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     metadata = {"minimum": minimum, "choices": tuple(choices) if choices else None,
-                "allow_any": allow_any}
+                "allow_any": allow_any, "role": role}
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def role(field: dataclasses.Field) -> str:
+    """A field's role; one declared without `setting` is IDENTITY, so a forgotten declaration retrains, never reuses."""
+    return field.metadata.get("role", IDENTITY)
+
+
+def roles(config: Any) -> dict[str, str]:
+    """Every field of `config` (an instance or the class) with its role."""
+    return {field.name: role(field) for field in dataclasses.fields(config)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,3 +171,9 @@ def to_params(config: Any) -> dict[str, str]:
     for key, value in dataclasses.asdict(config).items():
         params[key] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
     return params
+
+
+def identity_params(config: Any) -> dict[str, str]:
+    """The settings that are part of every model's identity: all but SWEEP and PRESENTATION fields, as params."""
+    identity = roles(config)
+    return {key: value for key, value in to_params(config).items() if identity[key] == IDENTITY}

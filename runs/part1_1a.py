@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from hw1track.config import setting
+from hw1track.config import SWEEP, setting
+from hw1track.study.context import RunContext
+from hw1track.tracking.names import TAG_STUCK
 from hw1track.training.targets import TARGETS, sample_target
 from hw1track.training.models import describe, mlp
 from hw1track.training.models import seeded_model
@@ -33,7 +35,7 @@ STUCK_FRACTION_OF_VARIANCE = 0.5
 
 @dataclass(frozen=True)
 class Config:
-    targets: tuple[str, ...] = setting(("sinc", "sgn"), choices=tuple(TARGETS))
+    targets: tuple[str, ...] = setting(("sinc", "sgn"), choices=tuple(TARGETS), role=SWEEP)
     n_points: int = 1000
     epochs: int = 20_000
     lr: float = 1e-3
@@ -46,7 +48,7 @@ PRESETS = {
 }
 
 
-def run(cfg: Config, ctx) -> None:
+def run(cfg: Config, ctx: RunContext) -> None:
     for t, target in enumerate(cfg.targets):
         x, y = sample_target(target, cfg.n_points)
         x, y = x.to(ctx.device), y.to(ctx.device)
@@ -60,7 +62,7 @@ def run(cfg: Config, ctx) -> None:
                                      "y_pred": prediction.squeeze(1).cpu()})
                 child.log_csv(grid, "predictions.csv")
                 stuck = ((prediction - y) ** 2).mean() > STUCK_FRACTION_OF_VARIANCE * y.var()
-                child.set_tags({"hw1track.stuck": str(bool(stuck)).lower()})
+                child.set_tags({TAG_STUCK: str(bool(stuck)).lower()})
 
             model = seeded_model(lambda: mlp(widths), seed, ctx.device)
             ctx.train_model(f"{target}/{name}", model, seed=seed, train=(x, y), eval_splits={"train": (x, y)},

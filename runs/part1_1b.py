@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hw1track.config import MnistSplits
+from hw1track.study.context import RunContext
 from hw1track.training.models import cnn, describe
 
 DATA = "mnist"
@@ -36,7 +37,7 @@ PRESETS = {
 }
 
 
-def run(cfg: Config, ctx) -> None:
+def run(cfg: Config, ctx: RunContext) -> None:
     ctx.train_classifiers({name: (lambda channels=channels, dense=dense: cnn(channels, dense),
                                   {"conv_layers": len(channels), "channels": describe(channels),
                                    "dense": describe(dense)})

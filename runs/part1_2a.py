@@ -13,21 +13,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hw1track.config import MnistSplits
-from hw1track.study.context import Member
-from hw1track.training.models import describe, mlp
+from hw1track.config import SWEEP, MnistSplits, setting
+from hw1track.study.context import Member, RunContext
+from hw1track.training.models import MNIST_DNN_WIDTHS, describe, mlp
 from hw1track.measures.snapshots import WeightSnapshots, snapshot_epochs
 from hw1track.training.models import seeded_model
 from hw1track.training.tasks import CLASSIFICATION
 
 DATA = "mnist"
 
-WIDTHS = (784, 500, 50, 10)
+WIDTHS = MNIST_DNN_WIDTHS
 
 
 @dataclass(frozen=True)
 class Config(MnistSplits):
-    trainings: int = 8
+    trainings: int = setting(8, role=SWEEP)
     epochs: int = 30
     snapshot_every: int = 3
     batch_size: int = 128
@@ -40,7 +40,7 @@ PRESETS = {
 }
 
 
-def run(cfg: Config, ctx) -> None:
+def run(cfg: Config, ctx: RunContext) -> None:
     train, test = ctx.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
     epochs = snapshot_epochs(cfg.epochs, cfg.snapshot_every)
     members = {}

@@ -20,11 +20,12 @@ import math
 from dataclasses import dataclass
 
 from hw1track.config import MnistSplits
+from hw1track.study.context import RunContext
 from hw1track.training.targets import sample_target
+from hw1track.training.models import MNIST_DNN_WIDTHS as MNIST_WIDTHS
 from hw1track.training.models import describe, mlp
 from hw1track.training.models import seeded_model
 from hw1track.training.tasks import CLASSIFICATION, REGRESSION
-from runs.part1_2a import WIDTHS as MNIST_WIDTHS
 
 DATA = "mnist"
 
@@ -46,7 +47,7 @@ PRESETS = {
 }
 
 
-def run(cfg: Config, ctx) -> None:
+def run(cfg: Config, ctx: RunContext) -> None:
     x, y = sample_target("sinc", cfg.sinc_points)
     x, y = x.to(ctx.device), y.to(ctx.device)
     model = seeded_model(lambda: mlp(SINC_WIDTHS), cfg.seed, ctx.device)

@@ -26,9 +26,12 @@ from dataclasses import dataclass
 import torch
 
 from hw1track.measures import curvature
+from hw1track.study.context import RunContext
+from hw1track.tracking.names import TAG_STUCK, WEIGHTS_ARTIFACT
+from hw1track.tracking.runs import ReusedRun
 from hw1track.training.full_batch import log_trajectory, minimise
 from hw1track.training.stacks import DenseReluStack
-from hw1track.config import setting
+from hw1track.config import SWEEP, setting
 from hw1track.training.targets import sample_target
 from hw1track.training.models import describe, mlp
 from hw1track.training.models import seeded_model
@@ -50,7 +53,7 @@ COLLAPSED_OUTPUT_STD = 1e-9
 
 @dataclass(frozen=True)
 class Config:
-    n_trainings: int = 100
+    n_trainings: int = setting(100, role=SWEEP)
     n_points: int = 200
     epochs: int = 5000  # phase 1: full-batch Adam updates on the MSE
     lr: float = 1e-3
@@ -58,7 +61,8 @@ class Config:
     phase2_lr: float = 1e-5  # Adam moves every weight by ~lr a step: 1e-3 overshoots the threshold it aims for
     grad_norm_threshold: float = 1e-4
     zero_tolerance: float = curvature.RELATIVE_ZERO_TOLERANCE
-    hessian_method: str = setting(curvature.DEFAULT_HESSIAN_METHOD, choices=tuple(curvature.HESSIAN_METHODS))
+    # One choice, kept as a setting so that every run's params (and identity) name how its Hessians were built.
+    hessian_method: str = setting(curvature.HESSIAN_METHOD, choices=(curvature.HESSIAN_METHOD,))
     # Per-iteration `loss`/`grad_norm` of every 10th update (and each phase's last): all of them
     # would be ~1.4M rows for SQLite, minutes of writing for no visible difference in a curve.
     log_every: int = 10
@@ -71,7 +75,7 @@ PRESETS = {
 }
 
 
-def run(cfg: Config, ctx) -> None:
+def run(cfg: Config, ctx: RunContext) -> None:
     x, y = (t.to(ctx.device, DTYPE) for t in sample_target(TARGET, cfg.n_points))
     seeds = [cfg.seed + i for i in range(cfg.n_trainings)]
     stack = DenseReluStack([seeded_model(lambda: mlp(WIDTHS), seed, ctx.device).to(DTYPE) for seed in seeds])
@@ -106,7 +110,9 @@ def run(cfg: Config, ctx) -> None:
               "minimal_ratio_tol_definition": curvature.MINIMAL_RATIO_TOL_DEFINITION}
     for i, seed in enumerate(seeds):
         with ctx.parent.child(f"{TARGET}/dnn/{i:03d}", {**recipe, "seed": seed, "training": i}) as child:
-            phase2_start = log_trajectory(child, phase1, i, first_step=1, every=cfg.log_every)
+            if isinstance(child, ReusedRun):
+                continue  # its finished run already holds everything logged below
+            phase2_start = log_trajectory(child, phase1, i, first_step=1, every=cfg.log_every, include_final=False)
             log_trajectory(child, phase2, i, first_step=phase2_start, every=cfg.log_every)
             spectrum = curvature.summarise_spectrum(eigenvalues[i], cfg.zero_tolerance)
             child.log_metrics({"final_loss": final_loss[i].item(), "final_grad_norm": final_grad_norm[i].item(),
@@ -115,5 +121,5 @@ def run(cfg: Config, ctx) -> None:
                                "reached_grad_norm_threshold": float(phase2.reached[i])}, step=0)
             child.log_tensors({"eigenvalues": eigenvalues[i].cpu(), "zero_tolerance": cfg.zero_tolerance},
                               "hessian_eigenvalues.pt")
-            child.log_tensors(stack.state_dict(i), "weights/final.pt")
-            child.set_tags({"hw1track.stuck": str(bool(collapsed[i])).lower()})
+            child.log_tensors(stack.state_dict(i), WEIGHTS_ARTIFACT)
+            child.set_tags({TAG_STUCK: str(bool(collapsed[i])).lower()})

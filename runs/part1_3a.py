@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hw1track.config import MnistSplits, setting
+from hw1track.config import SWEEP, MnistSplits, setting
+from hw1track.study.context import RunContext
 from hw1track.training.labels import permuted_labels
 from hw1track.training.milestones import FirstEpochReaching, metric_reaches
 from hw1track.training.models import describe, mlp
@@ -36,7 +37,7 @@ MILESTONE_TRAIN_ACC = 0.9  # the threshold named by the metric epochs_to_90pct_t
 @dataclass(frozen=True)
 class Config(MnistSplits):
     widths: tuple[int, ...] = (784, 1024, 1024, 10)
-    label_modes: tuple[str, ...] = setting(LABEL_MODES, choices=LABEL_MODES)
+    label_modes: tuple[str, ...] = setting(LABEL_MODES, choices=LABEL_MODES, role=SWEEP)
     stop_train_acc: float = 0.99
     max_epochs: int = 80  # also the length of the cosine, so it sets how fast the rate falls
     batch_size: int = 128
@@ -52,7 +53,7 @@ PRESETS = {
 }
 
 
-def run(cfg: Config, ctx) -> None:
+def run(cfg: Config, ctx: RunContext) -> None:
     (images, true_labels), test = ctx.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
     for label_mode in cfg.label_modes:
         if label_mode == "random":

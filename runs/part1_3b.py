@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hw1track.config import MnistSplits
+from hw1track.config import SWEEP, MnistSplits, setting
+from hw1track.study.context import RunContext
 from hw1track.training.models import cnn, describe
 
 DATA = "mnist"
@@ -23,7 +24,7 @@ WIDTHS = (6, 10, 17, 28, 46, 77, 128, 215, 360, 600, 1000)
 
 @dataclass(frozen=True)
 class Config(MnistSplits):
-    widths: tuple[int, ...] = WIDTHS
+    widths: tuple[int, ...] = setting(WIDTHS, role=SWEEP)
     channels: tuple[int, ...] = (8,)
     epochs: int = 8  # about 10 min for all eleven on 2 quiet cores: one sweep epoch measured 68 s
     batch_size: int = 128
@@ -36,7 +37,7 @@ PRESETS = {
 }
 
 
-def run(cfg: Config, ctx) -> None:
+def run(cfg: Config, ctx: RunContext) -> None:
     ctx.train_classifiers({f"dense{width}": (lambda width=width: cnn(cfg.channels, (width,)),
                                              {"width": width, "channels": describe(cfg.channels)})
                            for width in cfg.widths}, cfg)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from hw1track.config import MnistSplits, setting
+from hw1track.config import PRESENTATION, SWEEP, MnistSplits, setting
 from hw1track.measures.interpolation import alpha_grid, evaluate_along_line, snapshot
+from hw1track.study.context import RunContext
 from hw1track.training.models import describe, mlp
 from hw1track.training.models import seeded_model
 from hw1track.training.tasks import CLASSIFICATION
@@ -29,13 +30,15 @@ CURVE_COLUMNS = ["alpha", "train_loss", "test_loss", "train_acc", "test_acc"]
 
 @dataclass(frozen=True)
 class Config(MnistSplits):
-    small_batch: int = 64
-    large_batch: int = 1000
+    # each is the batch size of one model, which carries it in its params
+    small_batch: int = setting(64, role=SWEEP)
+    large_batch: int = setting(1000, role=SWEEP)
     epochs: int = 20
     lr: float = 1e-3
-    alpha_start: float = setting(-1.0, allow_any=True)
-    alpha_stop: float = setting(2.0, allow_any=True)
-    alphas_per_unit: int = 20  # α step 1/20 = 0.05
+    # the interpolation grid: only the parent's curve depends on it, never a trained model
+    alpha_start: float = setting(-1.0, allow_any=True, role=PRESENTATION)
+    alpha_stop: float = setting(2.0, allow_any=True, role=PRESENTATION)
+    alphas_per_unit: int = setting(20, role=PRESENTATION)  # α step 1/20 = 0.05
 
 
 PRESETS = {
@@ -44,7 +47,7 @@ PRESETS = {
 }
 
 
-def run(cfg: Config, ctx) -> None:
+def run(cfg: Config, ctx: RunContext) -> None:
     train, test = ctx.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
     splits = {"train": train, "test": test}
 

@@ -19,10 +19,11 @@ import math
 from dataclasses import dataclass
 
 from hw1track.measures import sensitivity as input_sensitivity
-from hw1track.config import MnistSplits
+from hw1track.config import SWEEP, MnistSplits, setting
 from hw1track.training.data import subset
 from hw1track.training.models import describe, mlp
 from hw1track.measures.sharpness import model_loss, sharpness
+from hw1track.study.context import RunContext
 from hw1track.training.models import seeded_model
 from hw1track.training.tasks import CLASSIFICATION
 
@@ -33,7 +34,7 @@ MODEL = (784, 128, 64, 10)
 
 @dataclass(frozen=True)
 class Config(MnistSplits):
-    batch_sizes: tuple[int, ...] = (10, 385, 760, 1135, 1510)
+    batch_sizes: tuple[int, ...] = setting((10, 385, 760, 1135, 1510), role=SWEEP)
     epochs: int = 10  # batch 10 makes 6,000 updates per epoch: ~13 s of one core, the sweep's main cost
     lr: float = 1e-3
     sharpness_epsilons: tuple[float, ...] = (1e-3, 5e-4)
@@ -64,7 +65,7 @@ def flatness(model, cfg: Config, test_x, sharpness_set) -> dict[str, float]:
     return measured
 
 
-def run(cfg: Config, ctx) -> None:
+def run(cfg: Config, ctx: RunContext) -> None:
     train, test = ctx.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
     sharpness_set = subset(*train, cfg.sharpness_examples, cfg.seed)  # the same examples for every model
     measurement_params = {

@@ -1,8 +1,11 @@
 """--set parsing and validation: typos and bad values are refused before anything runs."""
 
+from dataclasses import dataclass
+
 import pytest
 
-from hw1track.config import apply_overrides, resolve, to_params
+from hw1track.config import (IDENTITY, PRESENTATION, SWEEP, apply_overrides, identity_params, resolve, roles, setting,
+                             to_params)
 from hw1track.errors import UsageError
 from runs import part1_1a
 
@@ -35,3 +38,21 @@ def test_unknown_preset_is_refused():
 def test_params_read_like_the_command_line():
     params = to_params(part1_1a.PRESETS["full"])
     assert params["targets"] == "sinc,sgn" and params["epochs"] == "20000"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    widths: tuple[int, ...] = setting((8, 16), role=SWEEP)
+    grid_points: int = setting(30, role=PRESENTATION)
+    epochs: int = 3
+    seed: int = setting(0, minimum=0)
+
+
+def test_a_field_is_part_of_every_model_identity_unless_it_declares_otherwise():
+    assert roles(Sweep) == {"widths": SWEEP, "grid_points": PRESENTATION, "epochs": IDENTITY, "seed": IDENTITY}
+    assert identity_params(Sweep(epochs=5)) == {"epochs": "5", "seed": "0"}
+
+
+def test_an_unknown_role_is_refused_where_the_field_is_declared():
+    with pytest.raises(ValueError, match="role must be one of identity, sweep, presentation"):
+        setting(1, role="cosmetic")

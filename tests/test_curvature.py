@@ -1,4 +1,8 @@
-"""The full Hessian against known answers, and the minimal-ratio definitions on known spectra."""
+"""The full Hessian against known answers, and the minimal-ratio definitions on known spectra.
+
+Every exact method of benchmarks/hessian_methods.py is checked, the library's among them: agreeing on
+known answers and with each other is what lets the benchmark time them as interchangeable.
+"""
 
 import math
 
@@ -7,11 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hessian_methods import HESSIAN_METHODS, full_hessian
+from hw1track import config as configs
+from hw1track.errors import UsageError
 from hw1track.measures import curvature
 from hw1track.training.stacks import DenseReluStack, ModelStack
 from hw1track.training.models import mlp
+from runs import part1_2c
 
-METHODS = list(curvature.HESSIAN_METHODS)
+METHODS = list(HESSIAN_METHODS)
 
 
 def _least_squares(n=40, d=3, seed=0):
@@ -29,7 +37,7 @@ def test_hessian_of_linear_least_squares_is_2_XtX_over_n(method):
     design = torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64)], dim=1)  # weights then bias, as θ is laid out
     expected = 2 * design.T @ design / len(x)
 
-    hessian = curvature.full_hessian(mse, curvature.flatten_params(model), method)
+    hessian = full_hessian(mse, curvature.flatten_params(model), method)
 
     assert hessian.shape == (4, 4)
     torch.testing.assert_close(hessian, expected, rtol=1e-12, atol=1e-12)
@@ -42,12 +50,12 @@ def test_a_stack_of_models_gets_one_hessian_each(method):
     stack = ModelStack(models)
     mse = curvature.loss_of_flat_params(stack.template, F.mse_loss, x, y)
 
-    stacked = curvature.full_hessian(mse, stack.flat(), method, models_at_once=2)
+    stacked = full_hessian(mse, stack.flat(), method, models_at_once=2)
 
     assert stacked.shape == (3, 4, 4)
     for i, model in enumerate(models):
-        alone = curvature.full_hessian(curvature.loss_of_flat_params(model, F.mse_loss, x, y),
-                                       curvature.flatten_params(model), method)
+        alone = full_hessian(curvature.loss_of_flat_params(model, F.mse_loss, x, y), curvature.flatten_params(model),
+                             method)
         torch.testing.assert_close(stacked[i], alone, rtol=1e-12, atol=1e-12)
 
 
@@ -75,7 +83,7 @@ def test_hessian_of_a_relu_network_matches_finite_differences_of_the_gradient(me
         columns.append((gradient(theta + shift) - gradient(theta - shift)) / (2 * step))
     finite_differences = torch.stack(columns, dim=1)
 
-    hessian = curvature.full_hessian(mse, theta, method)
+    hessian = full_hessian(mse, theta, method)
 
     assert hessian.shape == (len(theta), len(theta)) == (27, 27)
     torch.testing.assert_close(hessian, finite_differences, rtol=1e-5, atol=1e-7)
@@ -96,9 +104,24 @@ def test_a_stacks_own_hessians_match_one_model_at_a_time(stack_class):
 
     assert hessians.shape == (3, 27, 27)
     for i, model in enumerate(models):
-        alone = curvature.full_hessian(curvature.loss_of_flat_params(model, F.mse_loss, x, y),
-                                       curvature.flatten_params(model), "reverse_over_reverse")
+        alone = full_hessian(curvature.loss_of_flat_params(model, F.mse_loss, x, y), curvature.flatten_params(model),
+                             "reverse_over_reverse")
         torch.testing.assert_close(hessians[i], alone, rtol=1e-12, atol=1e-13)
+
+
+def test_the_hessian_method_a_run_logs_is_the_one_its_hessians_are_built_by():
+    """part1_2c logs its `hessian_method`: neither the setting nor the stack accepts a method the library lacks."""
+    x, y = _least_squares()
+    stack = ModelStack([nn.Linear(3, 1).double() for _ in range(2)])
+    assert part1_2c.Config().hessian_method == curvature.HESSIAN_METHOD
+    assert torch.equal(stack.hessians(x, y, method=curvature.HESSIAN_METHOD), stack.hessians(x, y))
+    others = set(HESSIAN_METHODS) - {curvature.HESSIAN_METHOD}
+    assert others
+    for other in others:
+        with pytest.raises(ValueError, match=curvature.HESSIAN_METHOD):
+            stack.hessians(x, y, method=other)
+        with pytest.raises(UsageError, match="hessian_method"):
+            configs.resolve(part1_2c.PRESETS, "quick", [f"hessian_method={other}"])
 
 
 def test_the_hessian_couples_layers():

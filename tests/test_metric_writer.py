@@ -16,7 +16,8 @@ from mlflow.exceptions import MlflowException
 
 from hw1track.tracking import metric_writer
 from hw1track.tracking.query import StoreReader
-from hw1track.tracking.runs import Store, TrackedRun, parent_run
+from hw1track.tracking.runs import TrackedRun, parent_run
+from hw1track.tracking.store import Store
 from servers import tracking_server  # noqa: F401 (fixture)
 
 
@@ -84,7 +85,8 @@ def test_a_store_error_met_by_the_writer_is_raised_in_the_training_process(store
 def test_what_was_handed_over_is_stored_even_after_kill_9_of_the_training_process(tmp_path, store_uri, reader):
     script = textwrap.dedent(f"""
         import os, signal
-        from hw1track.tracking.runs import Store, parent_run
+        from hw1track.tracking.runs import parent_run
+        from hw1track.tracking.store import Store
         with parent_run(Store({store_uri!r}), "unit", "quick", "p", {{}}) as parent:
             with parent.child("c", {{"seed": 0}}) as child:
                 child.log_series({{"loss": [i / 3 for i in range(2500)]}}, first_step=1)

@@ -8,7 +8,8 @@ from hw1track.tracking import query
 from hw1track.errors import StoreError
 from hw1track.tracking.query import StoreReader
 from hw1track.training.threads import intra_op_threads
-from hw1track.tracking.runs import Store, parent_run
+from hw1track.tracking.runs import parent_run
+from hw1track.tracking.store import Store
 
 TINY_3C_I = ("epochs=1", "train_size=600", "test_size=200")
 

@@ -7,7 +7,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from hw1track.tracking import sqlite_metrics
-from hw1track.tracking.runs import Store
+from hw1track.tracking.store import Store
 
 KEYS = ("loss", "grad_norm")
 

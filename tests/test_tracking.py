@@ -8,7 +8,9 @@ import time
 import pytest
 from mlflow.entities import ViewType
 
-from hw1track.tracking.runs import Store, TAG_ROLE, parent_run
+from hw1track.tracking.names import TAG_ROLE
+from hw1track.tracking.runs import parent_run
+from hw1track.tracking.store import Store
 from hw1track.tracking.query import StoreReader
 
 

@@ -9,7 +9,7 @@ from hw1track.training.models import cnn, mlp
 from hw1track.training.fit import fit
 from hw1track.training.models import seeded_model
 from hw1track.training.tasks import CLASSIFICATION, REGRESSION
-from hw1track.training.fit_together import fit_together
+from hw1track.training.mlp_stack import fit_together
 
 
 class Recorder:
@@ -94,3 +94,53 @@ def test_a_net_without_biases_is_refused_by_both_stacks():
     for stack in (MlpStack, DenseReluStack):
         with pytest.raises(ValueError, match="biases"):
             stack([net])
+
+
+class SeriesRecorder(Recorder):
+    def __init__(self):
+        super().__init__()
+        self.series = []
+
+    def log_series(self, series, first_step):
+        self.series.append((first_step, {key: list(values) for key, values in series.items()}))
+
+
+def test_stopping_schedule_and_per_iteration_logging_match_training_alone(mnist_small):
+    """The driver's options act on each stacked net exactly as on a net trained alone by `fit`."""
+    (x, y), (tx, ty) = mnist_small
+    train, splits = (x, y), {"train": (x, y), "test": (tx, ty)}
+    widths, seeds, epochs, batch_size = (784, 32, 16, 10), [0, 1, 2], 4, 64
+    first_epoch = []
+    for seed in seeds:
+        sink = Recorder()
+        fit(seeded_model(lambda: mlp(widths), seed), train, task=CLASSIFICATION, epochs=1, batch_size=batch_size,
+            lr=1e-3, seed=seed, eval_splits=splits, sink=sink)
+        first_epoch.append(sink.rows[-1][1]["train_acc"])
+    threshold = max(first_epoch)  # the best net after one epoch stops there; the others train on
+    options = dict(task=CLASSIFICATION, epochs=epochs, batch_size=batch_size, lr=1e-3, eval_splits=splits,
+                   stop_when=lambda metrics: metrics["train_acc"] >= threshold, anneal_lr=True, log_iterations=True)
+
+    alone, alone_sinks = [], []
+    for seed in seeds:
+        model, sink = seeded_model(lambda: mlp(widths), seed), SeriesRecorder()
+        fit(model, train, seed=seed, sink=sink, **options)
+        alone.append(model)
+        alone_sinks.append(sink)
+    together = [seeded_model(lambda: mlp(widths), seed) for seed in seeds]
+    sinks = [SeriesRecorder() for _ in seeds]
+    fit_together(together, train, seeds=seeds, sinks=sinks, **options)
+
+    stops = [max(step for step, _ in sink.rows) for sink in alone_sinks]
+    assert min(stops) == 1 and max(stops) > 1, f"the threshold should stop the nets at different epochs: {stops}"
+    for model_alone, model_together, sink_alone, sink_together in zip(alone, together, alone_sinks, sinks):
+        torch.testing.assert_close(_weights(model_together), _weights(model_alone), rtol=1e-4, atol=1e-5)
+        assert [step for step, _ in sink_together.rows] == [step for step, _ in sink_alone.rows]
+        for (_, metrics_alone), (_, metrics_together) in zip(sink_alone.rows, sink_together.rows):
+            assert metrics_together.keys() == metrics_alone.keys()
+            assert "lr" in metrics_alone or "train_acc" in metrics_alone
+            for key in metrics_alone:
+                assert metrics_together[key] == pytest.approx(metrics_alone[key], rel=1e-4, abs=1e-4)
+        assert [first for first, _ in sink_together.series] == [first for first, _ in sink_alone.series]
+        for (_, series_alone), (_, series_together) in zip(sink_alone.series, sink_together.series):
+            for key in ("loss", "grad_norm"):
+                assert series_together[key] == pytest.approx(series_alone[key], rel=1e-3, abs=1e-4)

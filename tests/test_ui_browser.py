@@ -2,7 +2,7 @@
 
 A tiny part1_1b study plus its figures is browsed from the experiment page down
 to a child's metrics and the parent's figure artifacts. Chromium is Debian's
-(/usr/bin/chromium, installed by .ci/run); every request that does not go to
+(/usr/bin/chromium, installed by `make test`); every request that does not go to
 the loopback server is refused, so the page can only show what the store holds.
 """
 

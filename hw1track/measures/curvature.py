@@ -2,10 +2,9 @@
 
 What is measured is kept apart from how it is computed. The measured objects
 are functions of ONE flat parameter vector θ ∈ R^P (all parameters, biases
-included, in state_dict order), so the Hessian is the full P×P matrix with all
-cross-layer blocks, never a per-layer block diagonal. How the matrix is built is
-one of `HESSIAN_METHODS`, all exact and interchangeable (benchmarks/part1_2c_batched.py
-times them); the functions also take a stack of θ's, (M, P), one per model.
+included, laid out by `flat_params.ParamLayout`), so the Hessian is the full
+P×P matrix with all cross-layer blocks, never a per-layer block diagonal. The
+functions also take a stack of θ's, (M, P), one per model.
 
 Curvature is computed in float64: near a critical point the eigenvalues that
 decide the minimal ratio are many orders of magnitude below the largest one.
@@ -18,7 +17,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, grad_and_value, hessian, jacrev, vmap
+from torch.func import functional_call, grad, grad_and_value, vmap
+
+from hw1track.measures.flat_params import ParamLayout
 
 FlatLoss = Callable[[torch.Tensor], torch.Tensor]
 
@@ -27,24 +28,19 @@ def loss_of_flat_params(module: nn.Module, loss: Callable[[torch.Tensor, torch.T
                         x: torch.Tensor, y: torch.Tensor) -> FlatLoss:
     """θ ↦ loss(module with weights θ, x, y): the full-data loss as a function of one flat vector.
 
-    `module` only supplies the architecture (it may live on the meta device);
-    θ is cut into its parameters in state_dict order.
+    `module` only supplies the architecture (it may live on the meta device).
     """
-    names = [name for name, p in module.named_parameters() if p.requires_grad]
-    shapes = [p.shape for _, p in module.named_parameters() if p.requires_grad]
-    sizes = [shape.numel() for shape in shapes]
+    layout = ParamLayout(module)
 
     def flat_loss(theta: torch.Tensor) -> torch.Tensor:
-        pieces = torch.split(theta, sizes)
-        params = {name: piece.view(shape) for name, piece, shape in zip(names, pieces, shapes)}
-        return loss(functional_call(module, params, (x,)), y)
+        return loss(functional_call(module, layout.unflatten(theta), (x,)), y)
 
     return flat_loss
 
 
 def flatten_params(module: nn.Module) -> torch.Tensor:
     """θ of one module, in the order `loss_of_flat_params` expects."""
-    return torch.cat([p.detach().flatten() for p in module.parameters() if p.requires_grad])
+    return ParamLayout(module).flatten(module)
 
 
 def loss_and_gradient_norm(flat_loss: FlatLoss, thetas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,32 +54,11 @@ def loss_and_gradient_norm(flat_loss: FlatLoss, thetas: torch.Tensor) -> tuple[t
     return vmap(one)(thetas)
 
 
-# How a full Hessian is built: each maps a stack of θ's (M, P) to (M, P, P), the
-# same matrices up to rounding. `models_at_once` is how many models the vmapped
-# methods differentiate together (None: all of them). One at a time is the
-# fastest at P = 251 (benchmarks/part1_2c_batched.py): the intermediates of P
-# directions times M models outgrow the cache long before the per-call overhead matters.
-MODELS_AT_ONCE = 1
-
-
-def _forward_over_reverse(flat_loss: FlatLoss, thetas: torch.Tensor, models_at_once: int | None) -> torch.Tensor:
-    return vmap(hessian(flat_loss), chunk_size=models_at_once)(thetas)  # hessian = jacfwd(jacrev(f))
-
-
-def _reverse_over_reverse(flat_loss: FlatLoss, thetas: torch.Tensor, models_at_once: int | None) -> torch.Tensor:
-    return vmap(jacrev(grad(flat_loss)), chunk_size=models_at_once)(thetas)
-
-
-def _hvp_loop(flat_loss: FlatLoss, thetas: torch.Tensor, models_at_once: int | None) -> torch.Tensor:
-    """One Hessian-vector product per basis direction, by plain autograd, one model at a time."""
-    basis = torch.eye(thetas.shape[-1], dtype=thetas.dtype, device=thetas.device)
-    matrices = []
-    for theta in thetas:
-        theta = theta.detach().requires_grad_()
-        (gradient,) = torch.autograd.grad(flat_loss(theta), theta, create_graph=True)
-        rows = [torch.autograd.grad(gradient, theta, direction, retain_graph=True)[0] for direction in basis]
-        matrices.append(torch.stack(rows))
-    return torch.stack(matrices)
+# How the Hessians are built, under the name runs log. Of the exact methods timed in
+# benchmarks/part1_2c_batched.py (kept with it in benchmarks/hessian_methods.py), the fastest
+# for part1_2c's 100 models, through DenseReluStack.hessians: 10 ms per model, against 16 ms
+# one model at a time by reverse-over-reverse.
+HESSIAN_METHOD = "hvp_all_models"
 
 
 def hessians_from_gradients(gradients: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
@@ -102,35 +77,17 @@ def hessians_from_gradients(gradients: torch.Tensor, thetas: torch.Tensor) -> to
     return (matrix + matrix.transpose(-1, -2)) / 2
 
 
-def _hvp_all_models(flat_loss: FlatLoss, thetas: torch.Tensor, models_at_once: int | None) -> torch.Tensor:
-    thetas = thetas.detach().requires_grad_()
-    with torch.enable_grad():
-        gradients = vmap(grad(flat_loss))(thetas)
-    return hessians_from_gradients(gradients, thetas)
-
-
-HESSIAN_METHODS: dict[str, Callable[[FlatLoss, torch.Tensor, int | None], torch.Tensor]] = {
-    "forward_over_reverse": _forward_over_reverse,
-    "reverse_over_reverse": _reverse_over_reverse,
-    "hvp_loop": _hvp_loop,
-    "hvp_all_models": _hvp_all_models,  # ignores models_at_once: all of them, always
-}
-# The fastest for part1_2c's 100 models, through DenseReluStack.hessians: 10 ms per model, against 16 ms
-# one model at a time by reverse_over_reverse (benchmarks/part1_2c_batched.py).
-DEFAULT_HESSIAN_METHOD = "hvp_all_models"
-
-
-def full_hessian(flat_loss: FlatLoss, thetas: torch.Tensor, method: str = DEFAULT_HESSIAN_METHOD,
-                 models_at_once: int | None = MODELS_AT_ONCE) -> torch.Tensor:
+def full_hessian(flat_loss: FlatLoss, thetas: torch.Tensor) -> torch.Tensor:
     """∂²L/∂θ∂θᵀ over all P parameters, symmetrised: (P, P) for one θ, (M, P, P) for a stack.
 
     `flat_loss` should be built on float64 data, and θ must be float64.
     """
     if thetas.dtype != torch.float64:
         raise ValueError(f"the Hessian is computed in float64, got θ in {thetas.dtype}")
-    matrix = HESSIAN_METHODS[method](flat_loss, thetas.unsqueeze(0) if thetas.dim() == 1 else thetas,
-                                      models_at_once)
-    matrix = (matrix + matrix.transpose(-1, -2)) / 2
+    stacked = (thetas.unsqueeze(0) if thetas.dim() == 1 else thetas).detach().requires_grad_()
+    with torch.enable_grad():
+        gradients = vmap(grad(flat_loss))(stacked)
+    matrix = hessians_from_gradients(gradients, stacked)
     return matrix[0] if thetas.dim() == 1 else matrix
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from hw1track.training.evaluation import evaluate_splits
+from hw1track.training.evaluation import eval_mode, evaluate_splits
 from hw1track.training.tasks import Split, Task
 
 StateDict = Mapping[str, torch.Tensor]
@@ -64,9 +64,12 @@ def evaluate_along_line(model: nn.Module, theta1: StateDict, theta2: StateDict, 
     """Full-set metrics of θ(α) for each α: one row {'alpha', 'train_loss', ...} per point.
 
     `model` only lends its architecture: its weights are overwritten at every α.
+    It is evaluated in eval mode, like the trained endpoints' reported metrics,
+    and left in the mode it was in.
     """
     rows = []
-    for alpha in alphas:
-        model.load_state_dict(interpolate_state_dict(theta1, theta2, alpha))
-        rows.append({"alpha": alpha, **evaluate_splits(model, splits, task)})
+    with eval_mode(model):
+        for alpha in alphas:
+            model.load_state_dict(interpolate_state_dict(theta1, theta2, alpha))
+            rows.append({"alpha": alpha, **evaluate_splits(model, splits, task)})
     return rows

@@ -29,9 +29,9 @@ class JointProjection:
         return self.pca.explained_variance_ratio_
 
 
-def project_jointly(trajectories: Sequence[np.ndarray], n_components: int = 2) -> JointProjection:
-    """Fit one PCA on the rows of all `trajectories` (each snapshots x features) and project each run with it."""
+def project_jointly(trajectories: Sequence[np.ndarray]) -> JointProjection:
+    """Fit one two-component PCA on the rows of all `trajectories` (each snapshots x features), project each run."""
     stacked = np.concatenate(trajectories, axis=0)
-    pca = PCA(n_components=n_components, svd_solver="full").fit(stacked)
+    pca = PCA(n_components=2, svd_solver="full").fit(stacked)
     del stacked  # a full copy of every snapshot (~150 MB for the full study), not needed once fitted
     return JointProjection([pca.transform(rows) for rows in trajectories], pca)

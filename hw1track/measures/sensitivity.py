@@ -8,7 +8,10 @@ makes the number independent of how the examples are chunked for evaluation.
 How it is computed: `torch.func.jacrev` gives one example's Jacobian
 (10 reverse passes, one per class), `torch.func.vmap` runs it over a chunk of
 examples at once. The model only needs to be a function of one example; it is
-called on a batch of one, so it may contain batch-shaped layers.
+called on a batch of one, so it may contain batch-shaped layers. It runs in
+eval mode, as for every reported number: dropout would make the Jacobian
+random (and vmap refuses random operations), batch norm would normalise each
+example by its own statistics.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from hw1track.training.evaluation import eval_mode
+
 DEFINITION = "mean over the examples of ||d softmax(f(x)) / dx||_F, one Jacobian per example"
 CHUNK = 512  # examples per vmap call: their Jacobians (chunk x classes x input size) stay well under 100 MB
 
 
 def input_jacobian_norms(model: nn.Module, x: torch.Tensor, chunk_size: int = CHUNK) -> torch.Tensor:
-    """||d softmax(f(x_i)) / dx_i||_F for every example x_i of `x`, as a float64 vector."""
+    """||d softmax(f(x_i)) / dx_i||_F for every example x_i of `x`, as a float64 vector; `model` keeps its mode."""
     params = {name: p.detach() for name, p in model.named_parameters()}
     buffers = {name: b.detach() for name, b in model.named_buffers()}
 
@@ -32,9 +37,10 @@ def input_jacobian_norms(model: nn.Module, x: torch.Tensor, chunk_size: int = CH
 
     per_example_jacobian = vmap(jacrev(probabilities))
     norms = []
-    for start in range(0, len(x), chunk_size):
-        jacobians = per_example_jacobian(x[start:start + chunk_size])
-        norms.append(jacobians.flatten(start_dim=1).double().norm(dim=1))
+    with eval_mode(model):
+        for start in range(0, len(x), chunk_size):
+            jacobians = per_example_jacobian(x[start:start + chunk_size])
+            norms.append(jacobians.flatten(start_dim=1).double().norm(dim=1))
     return torch.cat(norms)
 
 

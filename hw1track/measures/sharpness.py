@@ -30,6 +30,9 @@ from scipy.optimize import Bounds, minimize
 from torch import nn
 from torch.func import functional_call
 
+from hw1track.measures.flat_params import ParamLayout
+from hw1track.training.evaluation import eval_mode
+
 LossAndGradient = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
@@ -71,26 +74,25 @@ def sharpness(loss_and_gradient: LossAndGradient, theta: np.ndarray, epsilon: fl
                      iterations=int(result.nit), evaluations=int(result.nfev))
 
 
-def model_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-               ) -> tuple[np.ndarray, LossAndGradient]:
-    """The model's flat float64 parameter vector θ, and L(θ') with its gradient on (x, y) for any θ'.
+def model_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, LossAndGradient]:
+    """The model's flat float64 parameter vector θ, and the cross-entropy L(θ') with its gradient on (x, y).
 
     Float64 throughout, because the box is ~1e-3 of each weight: in float32 the
     rise of the loss would be near its rounding error and the line search of
-    L-BFGS-B would stall on noise. The model's own weights are left untouched.
+    L-BFGS-B would stall on noise. The model's own weights are left untouched,
+    and it runs in eval mode at every θ', back in its own mode in between, so
+    that dropout neither adds noise to the search nor differs from the model's
+    reported loss.
     """
-    names = [name for name, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for _, p in model.named_parameters()]
-    theta = torch.cat([p.detach().double().flatten() for p in model.parameters()]).cpu().numpy()
+    layout = ParamLayout(model)
+    theta = layout.flatten(model).double().cpu().numpy()
     device = next(model.parameters()).device
     x64 = x.to(device=device, dtype=torch.float64)
 
     def loss_and_gradient(vector: np.ndarray) -> tuple[float, np.ndarray]:
         flat = torch.tensor(vector, dtype=torch.float64, device=device, requires_grad=True)
-        params = {name: piece.view(shape) for name, piece, shape in zip(names, flat.split(sizes), shapes)}
-        value = loss(functional_call(model, params, (x64,)), y)
+        with eval_mode(model):
+            value = F.cross_entropy(functional_call(model, layout.unflatten(flat), (x64,)), y)
         (gradient,) = torch.autograd.grad(value, flat)
         return value.item(), gradient.cpu().numpy()
 

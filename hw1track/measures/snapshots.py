@@ -68,8 +68,8 @@ class WeightSnapshots:
                 **{key: torch.tensor(values, dtype=torch.float64) for key, values in self.metrics.items()},
                 "whole": self.whole, "first_layer": self.first_layer, "first_layer_name": self.first_layer_name}
 
-    def log(self, run: TrackedRun, artifact_path: str = ARTIFACT) -> None:
-        run.log_tensors(self.as_dict(), artifact_path)
+    def log(self, run: TrackedRun) -> None:
+        run.log_tensors(self.as_dict(), ARTIFACT)
 
 
 def load_snapshots(path: str | Path) -> dict[str, object]:

@@ -34,7 +34,9 @@ from hw1track.errors import StoreError
 from hw1track.study.discovery import Experiment, discover
 from hw1track.tracking.provenance import git_commit
 from hw1track.tracking.query import StoreReader
-from hw1track.tracking.runs import TAG_EXPERIMENT, TAG_GIT_COMMIT, TAG_ROLE, TrackedRun, ended_with_status
+from hw1track.tracking.ending import ended_with_status
+from hw1track.tracking.names import TAG_EXPERIMENT, TAG_GIT_COMMIT, TAG_ROLE
+from hw1track.tracking.runs import TrackedRun
 
 REPORT_EXPERIMENT = "report"
 REPORT_ARTIFACT = "report.html"

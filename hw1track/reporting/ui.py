@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import click
 
 from hw1track.errors import StoreError, UsageError
-from hw1track.tracking.runs import default_tracking_uri, local_database
+from hw1track.tracking.store import default_tracking_uri, local_database
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000

@@ -17,10 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from hw1track.tracking.runs import ParentRun, ReusedRun, TrackedRun, restore_weights
+from hw1track.tracking.runs import ParentRun, ReusedRun, TrackedRun
+from hw1track.tracking.weights import restore_weights
 from hw1track.training import data as mnist_data
-from hw1track.training.fit import EpochHook, fit
-from hw1track.training.fit_together import fit_together
+from hw1track.training.driver import EpochHook
+from hw1track.training.fit import fit
+from hw1track.training.mlp_stack import fit_together
 from hw1track.training.models import n_params, seeded_model
 from hw1track.training.tasks import CLASSIFICATION, Split, Task
 
@@ -100,7 +102,7 @@ class RunContext:
 
     def train_together(self, members: Mapping[str, Member], *, train: Split, eval_splits: Mapping[str, Split],
                        task: Task, epochs: int, batch_size: int, lr: float) -> dict[str, dict[str, float]]:
-        """Train same-shape `models.mlp` nets side by side, each as its own child run (`hw1track.training.fit_together`).
+        """Train same-shape `models.mlp` nets side by side, each as its own child run (`hw1track.training.mlp_stack.fit_together`).
 
         Each member is logged, reused and restored exactly as `train_model`
         would do it; only the members that are not reused are trained, together.

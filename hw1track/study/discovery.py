@@ -12,6 +12,7 @@ import importlib
 import pkgutil
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -39,6 +40,17 @@ class Experiment:
 
     def analysis(self) -> ModuleType:
         return importlib.import_module(f"analysis.{self.name}")
+
+
+def experiments_folder() -> Path:
+    """The folder of the run modules: with the library, the source that decides what a model becomes.
+
+    The tracking layer ties models to a digest of that source
+    (`tracking.code_version`) but knows no experiments, so it is handed this.
+    """
+    import runs
+
+    return Path(runs.__file__).resolve().parent
 
 
 def discover() -> dict[str, Experiment]:

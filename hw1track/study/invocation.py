@@ -12,16 +12,19 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from hw1track import config as configs
 from hw1track.errors import UsageError
 from hw1track.study.context import RunContext, report
-from hw1track.study.discovery import Experiment
+from hw1track.study.discovery import Experiment, experiments_folder
 from hw1track.tracking.code_version import code_version
 from hw1track.tracking.orphans import describe, find_orphans, mark_killed
 from hw1track.tracking.provenance import git_commit, package_versions
-from hw1track.tracking.runs import (MLFLOW_GIT_COMMIT, TAG_CODE_VERSION, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_RUN_HASH,
-                                    Store, config_hash, parent_run)
+from hw1track.tracking.identity import config_hash
+from hw1track.tracking.names import TAG_CODE_VERSION, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_RUN_HASH
+from hw1track.tracking.runs import parent_run
+from hw1track.tracking.store import Store
 from hw1track.training import data as mnist_data
 from hw1track.training.threads import intra_op_threads
 
@@ -62,7 +65,7 @@ def run_experiment(experiment: Experiment, preset: str, config: Any, store: Stor
     (linked to the new parent) instead of trained again.
     """
     _clear_orphans(experiment.name, store)
-    scope = {"preset": preset, "code_version": code_version(), "seed": getattr(config, "seed", None)}
+    scope = model_scope(preset, config)
     run_hash = config_hash(experiment.name, configs.to_params(config), scope)
     experiment_id = store.experiment_id(experiment.name) if reuse else None
     finished = store.finished_run(experiment_id, TAG_RUN_HASH, run_hash, "parent") if experiment_id else None
@@ -72,6 +75,18 @@ def run_experiment(experiment: Experiment, preset: str, config: Any, store: Stor
         return finished.info.run_id
     with intra_op_threads(threads or experiment.threads or torch.get_num_threads()):
         return _run_in_parent(experiment, preset, config, store, device, mnist_dir, scope, run_hash, reuse)
+
+
+def model_scope(preset: str, config: Any) -> dict[str, Any]:
+    """What every model of this invocation is identified by besides its own params.
+
+    The config's IDENTITY fields are all in it, so a setting that changes
+    training changes every model's identity even when a run module does not copy
+    it into the model's params; SWEEP and PRESENTATION fields are left out
+    (`hw1track.config.ROLES`), so a longer sweep reuses the models it already had.
+    """
+    identity = {f"config.{key}": value for key, value in configs.identity_params(config).items()}
+    return {"preset": preset, "code_version": code_version(experiments_folder()), **identity}
 
 
 def _clear_orphans(experiment: str, store: Store) -> None:

@@ -13,8 +13,9 @@ import time
 
 from mlflow.entities import Run, RunStatus
 
-from hw1track.tracking.processes import TAG_HOST, TAG_PID, writer_gone
-from hw1track.tracking.runs import EXPERIMENT_PREFIX, TAG_EXPERIMENT, TAG_ROLE, Store, mlflow_experiment_name
+from hw1track.tracking.names import EXPERIMENT_PREFIX, TAG_EXPERIMENT, TAG_HOST, TAG_PID, TAG_ROLE
+from hw1track.tracking.processes import writer_gone
+from hw1track.tracking.store import Store, mlflow_experiment_name
 
 STALE_AFTER_HOURS = 24.0  # a RUNNING run of another host counts as orphaned after this long
 

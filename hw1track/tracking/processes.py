@@ -15,9 +15,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
-TAG_HOST = "hw1track.host"
-TAG_PID = "hw1track.pid"
-TAG_PROCESS_START = "hw1track.process_start"  # clock ticks since boot (Linux), absent elsewhere
+from hw1track.tracking.names import TAG_HOST, TAG_PID, TAG_PROCESS_START
 
 
 def _stat_fields(pid: int) -> list[str] | None:

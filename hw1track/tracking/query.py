@@ -22,12 +22,12 @@ from typing import Union
 
 import pandas as pd
 from mlflow.entities import Run
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hw1track.errors import StoreError
-
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small file is noise
-from hw1track.tracking.runs import (MLFLOW_PARENT_RUN_ID, TAG_EXPERIMENT, TAG_ROLE, Store, default_tracking_uri,
-                               local_database, newest_per_config, reused_child_ids)
+from hw1track.tracking.identity import newest_per_config, reused_child_ids
+from hw1track.tracking.names import TAG_EXPERIMENT, TAG_ROLE
+from hw1track.tracking.store import Store, default_tracking_uri, local_database
 
 
 class StoreReader:

@@ -18,12 +18,15 @@ per row (benchmarks/metric_rows.py), and stores exactly what `log_batch` would
 The tables are MLflow's SQLAlchemy definitions and the store is opened with
 MLflow's `SqlAlchemyStore`, which refuses a database whose schema does not
 match the installed MLflow, so the two cannot drift apart silently. Other
-backends (servers, other databases) keep using `log_batch`.
+backends (servers, other databases) keep using `log_batch`, and so does a
+SQLite store when a future MLflow has moved the internals used here: the
+bulk path is only a speed-up, so its absence costs time, not a run.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,36 +34,61 @@ from typing import Any
 from hw1track.tracking.metric_writer import Row
 
 WriteRows = Callable[[str, Sequence[Row]], None]
+COLUMNS = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")  # what a row fills, in both tables
+
+_warned = False  # the fall-back is announced once per process, not once per run
 
 
 def bulk_writer(tracking_uri: str) -> WriteRows | None:
-    """A function that writes rows into the store at `tracking_uri`, or None if it is not a SQLite file."""
+    """A function that writes rows into the store at `tracking_uri`, or None where `log_batch` has to write them.
+
+    That is a store that is not a SQLite file, and also a SQLite store when the
+    installed MLflow's internals no longer fit this module (one warning says so):
+    its runs are then slower to log, never lost.
+    """
     if not tracking_uri.startswith("sqlite:///"):
         return None
     return _bulk_writer(tracking_uri)
 
 
 @functools.cache
-def _bulk_writer(tracking_uri: str) -> WriteRows:
-    from mlflow.entities import LifecycleStage
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-    from sqlalchemy import select, tuple_
-    from sqlalchemy.dialects.sqlite import insert
+def _bulk_writer(tracking_uri: str) -> WriteRows | None:
+    # Everything the writes rely on is looked up and checked here, before the first row. A newer MLflow that
+    # moved or renamed one of its internals makes this raise ImportError (a module moved), AttributeError
+    # (a class, method or column renamed), KeyError (a column renamed, looked up by name), TypeError or
+    # ValueError (a signature or a return value changed), one of SQLAlchemy's errors (a table redefined) or
+    # `_TablesChanged`. All mean one thing: this path does not fit that MLflow and `log_batch` does, so the
+    # run falls back instead of failing. What opening the database raises (locked, outdated) is about the
+    # store, not about these internals, and `log_batch` would meet it too: it is raised as before.
+    try:
+        from mlflow.entities import LifecycleStage
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        from sqlalchemy import select, tuple_
+        from sqlalchemy.dialects.sqlite import insert
 
-    # Only metrics are written here; the artifact root is never used, but the store needs one.
-    store = SqlAlchemyStore(tracking_uri, str(Path(tracking_uri.removeprefix("sqlite:///")).parent))
-    metrics, latest = SqlMetric.__table__, SqlLatestMetric.__table__
-    insert_rows = insert(metrics).on_conflict_do_nothing()
-    upsert = insert(latest)
-    newer = tuple_(upsert.excluded.step, upsert.excluded.timestamp, upsert.excluded.value) \
-        > tuple_(latest.c.step, latest.c.timestamp, latest.c.value)
-    upsert_latest = upsert.on_conflict_do_update(
-        index_elements=[latest.c.key, latest.c.run_uuid],
-        set_={column: upsert.excluded[column] for column in ("value", "timestamp", "step", "is_nan")},
-        where=newer)
+        metrics, latest = SqlMetric.__table__, SqlLatestMetric.__table__
+        _check_tables(metrics, latest)
+        run_stage, run_key = SqlRun.lifecycle_stage, SqlRun.run_uuid
+        insert_rows = insert(metrics).on_conflict_do_nothing()
+        upsert = insert(latest)
+        newer = tuple_(upsert.excluded.step, upsert.excluded.timestamp, upsert.excluded.value) \
+            > tuple_(latest.c.step, latest.c.timestamp, latest.c.value)
+        upsert_latest = upsert.on_conflict_do_update(
+            index_elements=[latest.c.key, latest.c.run_uuid],
+            set_={column: upsert.excluded[column] for column in ("value", "timestamp", "step", "is_nan")},
+            where=newer)
+    except Exception as exc:  # noqa: BLE001 (see above)
+        return _fall_back(exc)
+    try:
+        # Only metrics are written here; the artifact root is never used, but the store needs one.
+        store = SqlAlchemyStore(tracking_uri, str(Path(tracking_uri.removeprefix("sqlite:///")).parent))
+        session_maker, sanitize = store.ManagedSessionMaker, store.sanitize_metric_value
+        _is_nan, _stored = sanitize(float("nan"))  # what `write` unpacks
+    except (AttributeError, TypeError, ValueError) as exc:
+        return _fall_back(exc)
 
     def write(run_id: str, rows: Sequence[Row]) -> None:
         if not rows:
@@ -68,7 +96,7 @@ def _bulk_writer(tracking_uri: str) -> WriteRows:
         records: list[dict[str, Any]] = []
         newest: dict[str, dict[str, Any]] = {}
         for key, value, timestamp, step in rows:
-            is_nan, stored = store.sanitize_metric_value(value)
+            is_nan, stored = sanitize(value)
             record = {"key": key, "value": stored, "timestamp": timestamp, "step": step, "is_nan": is_nan,
                       "run_uuid": run_id}
             records.append(record)
@@ -76,8 +104,8 @@ def _bulk_writer(tracking_uri: str) -> WriteRows:
             if current is None or (step, timestamp, stored) > (current["step"], current["timestamp"],
                                                                 current["value"]):
                 newest[key] = record
-        with store.ManagedSessionMaker() as session:
-            stage = session.execute(select(SqlRun.lifecycle_stage).where(SqlRun.run_uuid == run_id)).scalar()
+        with session_maker() as session:
+            stage = session.execute(select(run_stage).where(run_key == run_id)).scalar()
             if stage is None:
                 raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
             if stage != LifecycleStage.ACTIVE:
@@ -87,3 +115,32 @@ def _bulk_writer(tracking_uri: str) -> WriteRows:
             session.execute(upsert_latest, list(newest.values()))
 
     return write
+
+
+class _TablesChanged(Exception):
+    """MLflow's metric tables are no longer the ones the statements above were written for."""
+
+
+def _check_tables(metrics: Any, latest: Any) -> None:
+    """Fail now, not at a run's first flush, if an insert of `COLUMNS` into MLflow's tables would fail or mislead.
+
+    A renamed column, a new one that must be filled, or another key on
+    `latest_metrics` (the conflict target of the upsert) would each break every write.
+    """
+    for table in (metrics, latest):
+        names = set(table.c.keys())
+        required = {c.name for c in table.c if not c.nullable and c.default is None and c.server_default is None}
+        if not set(COLUMNS) <= names or not required <= set(COLUMNS):
+            raise _TablesChanged(f"table {table.name} has columns {sorted(names)}, required {sorted(required)}")
+    if {c.name for c in latest.primary_key.columns} != {"key", "run_uuid"}:
+        raise _TablesChanged(f"table {latest.name} is keyed by {[c.name for c in latest.primary_key.columns]}")
+
+
+def _fall_back(exc: Exception) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"metrics are written with MlflowClient.log_batch, about ten times slower per value: the "
+                      f"installed MLflow's internals no longer fit hw1track.tracking.sqlite_metrics "
+                      f"({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=2)
+    return None

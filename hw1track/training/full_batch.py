@@ -13,27 +13,33 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from hw1track.training.driver import drive
 from hw1track.training.sinks import MetricSink
 from hw1track.training.stacks import Loss, ModelStack
 
 
-class BatchedAdam:
+class BatchedAdam(torch.optim.Optimizer):
     """Adam (as torch.optim.Adam, no weight decay) over a stack's (M, P) θ, with a step count per model.
 
     A model whose `active` flag is off is left untouched, moments included, so that
-    stopping it early is the same as never having taken the remaining steps.
+    stopping it early is the same as never having taken the remaining steps. It
+    is a torch `Optimizer` so that the driver's learning-rate schedule can set
+    its rate like any other's.
     """
 
     def __init__(self, theta: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        super().__init__([theta], {"lr": lr})
         self.theta = theta
-        self.lr, self.betas, self.eps = lr, betas, eps
+        self.betas, self.eps = betas, eps
         self.exp_avg = torch.zeros_like(theta)
         self.exp_avg_sq = torch.zeros_like(theta)
         self.steps = torch.zeros(len(theta), dtype=torch.float64, device=theta.device)
 
     @torch.no_grad()
-    def step(self, grad: torch.Tensor, active: torch.Tensor | None = None) -> None:
+    def step(self, grad: torch.Tensor, active: torch.Tensor | None = None) -> None:  # type: ignore[override]
+        lr = self.param_groups[0]["lr"]
         everyone = active is None or bool(active.all())
         if not everyone:
             frozen = ~active
@@ -41,7 +47,7 @@ class BatchedAdam:
         self.steps += 1 if everyone else active
         beta1, beta2 = self.betas
         # Bias corrections in float64, as torch.optim.Adam computes them from a Python float.
-        step_size = (self.lr / (1 - beta1 ** self.steps.clamp(min=1))).to(self.theta.dtype).unsqueeze(1)
+        step_size = (lr / (1 - beta1 ** self.steps.clamp(min=1))).to(self.theta.dtype).unsqueeze(1)
         correction2_sqrt = (1 - beta2 ** self.steps.clamp(min=1)).sqrt().to(self.theta.dtype).unsqueeze(1)
         self.exp_avg.lerp_(grad, 1 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -75,63 +81,101 @@ def squared_grad_norm_objective(stack: ModelStack, x: torch.Tensor, y: torch.Ten
 OBJECTIVES: dict[str, Objective] = {"loss": loss_objective, "squared_grad_norm": squared_grad_norm_objective}
 
 
-@dataclass
-class Trajectory:
-    """Per-iteration records of M models: row k is measured at the weights before update k+1.
+class FullBatchStack:
+    """A stack of models as the driver's learner: an epoch is one full-batch update of every running model.
 
-    When training has a stopping threshold, every model also has a row at its
-    final weights (the measurement that stopped it, or the check after the last
-    allowed update), so model i has `steps_taken[i] + 1` rows; without one it has
-    `steps_taken[i]`. Rows past a model's own count are padding.
+    Evaluating at the current weights already computes the gradient of the
+    objective there, so the update that follows reuses it instead of a second
+    pass: one pass per iteration, as a hand-written loop would have.
     """
 
-    loss: torch.Tensor  # (iterations, M)
-    grad_norm: torch.Tensor  # (iterations, M)
+    def __init__(self, stack: ModelStack, x: torch.Tensor, y: torch.Tensor, objective: str, lr: float, loss: Loss):
+        self.stack, self.x, self.y, self.loss = stack, x, y, loss
+        self.gradient_of = OBJECTIVES[objective]
+        self.optimizer = BatchedAdam(stack.theta, lr=lr)
+        self.active = torch.ones(len(stack), dtype=torch.bool, device=x.device)
+        self._gradients: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.stack)
+
+    def train_epoch(self, orders: torch.Tensor | None, record: bool) -> None:
+        everyone = None if bool(self.active.all()) else self.active
+        self.optimizer.step(self._gradients, everyone)
+
+    def evaluate(self) -> dict[str, torch.Tensor]:
+        losses, self._gradients, norms = self.gradient_of(self.stack, self.x, self.y, self.loss)
+        return {"loss": losses, "grad_norm": norms}
+
+    def model(self, index: int) -> nn.Module:
+        raise NotImplementedError("a full-batch stack hands its models out through stack.state_dict(index)")
+
+    def stop(self, stopped: torch.Tensor) -> None:
+        self.active &= ~stopped.to(self.active.device)
+
+
+@dataclass
+class Trajectory:
+    """Per-iteration records of M models: row k is measured at the weights after k updates.
+
+    Model i has `steps_taken[i] + 1` rows, the last at its final weights (the
+    measurement that stopped it, or the one after the last allowed update);
+    rows past a model's own count are padding.
+    """
+
+    loss: torch.Tensor  # (iterations + 1, M)
+    grad_norm: torch.Tensor  # (iterations + 1, M)
     steps_taken: torch.Tensor  # (M,) int64: updates each model received
     reached: torch.Tensor  # (M,) bool: stopped below the threshold
-    has_final_row: bool
 
     def rows(self, index: int) -> int:
-        return int(self.steps_taken[index]) + int(self.has_final_row)
+        return int(self.steps_taken[index]) + 1
+
+
+class _Recorder:
+    """Writes every iteration's (M,) loss and gradient norm into buffers allocated once.
+
+    Thousands of small tensors kept alive between the activations of each step
+    fragment the heap, which then grows by about 1 MB a step.
+    """
+
+    def __init__(self, steps: int, m: int, dtype: torch.dtype, device: torch.device):
+        self.records = torch.full((2, steps + 1, m), float("nan"), dtype=dtype, device=device)
+        self.rows = 0
+
+    def __call__(self, epoch: int, metrics: dict[str, torch.Tensor]) -> None:
+        self.records[0, epoch], self.records[1, epoch] = metrics["loss"], metrics["grad_norm"]
+        self.rows = epoch + 1
 
 
 def minimise(stack: ModelStack, x: torch.Tensor, y: torch.Tensor, *, objective: str, steps: int, lr: float,
              stop_below: float | None = None, loss: Loss = F.mse_loss) -> Trajectory:
-    """Full-batch Adam on `objective` for every model of `stack`, in place.
+    """Full-batch Adam on `objective` for every model of `stack`, in place, through the epoch driver.
 
     With `stop_below`, a model stops (and keeps its weights) at the first
     iteration where its loss-gradient norm is below it; the loop ends when all
     have stopped or after `steps` updates.
     """
-    gradient_of = OBJECTIVES[objective]
-    optimizer = BatchedAdam(stack.theta, lr=lr)
-    active = torch.ones(len(stack), dtype=torch.bool, device=x.device)
-    checks = stop_below is not None
-    # Rows are written into buffers allocated once: thousands of small tensors kept alive between the
-    # activations of each step fragment the heap, which then grows by about 1 MB a step.
-    records = torch.full((2, steps + checks, len(stack)), float("nan"), dtype=stack.theta.dtype, device=x.device)
-    rows = 0
-    for step in range(steps + checks):
-        last = step == steps  # only reached with checks: the weights after the last update
-        losses, gradients, norms = (loss_objective if last else gradient_of)(stack, x, y, loss)
-        records[0, step], records[1, step] = losses, norms
-        rows += 1
-        if checks:
-            active &= norms >= stop_below
-            if last or not active.any():
-                break
-        optimizer.step(gradients, active if checks else None)
-    return Trajectory(records[0, :rows], records[1, :rows], optimizer.steps.long(),
-                      ~active if checks else torch.zeros_like(active), has_final_row=checks)
+    learner = FullBatchStack(stack, x, y, objective, lr, loss)
+    recorder = _Recorder(steps, len(stack), stack.theta.dtype, x.device)
+    stop_when = None if stop_below is None else (lambda metrics: metrics["grad_norm"] < stop_below)
+    drive(learner, epochs=steps, device=x.device, observe=recorder, stop_when=stop_when,
+          desc=f"{len(stack)} models, {objective}")
+    records = recorder.records[:, :recorder.rows]
+    reached = ~learner.active if stop_below is not None else torch.zeros_like(learner.active)
+    return Trajectory(records[0], records[1], learner.optimizer.steps.long(), reached)
 
 
-def log_trajectory(sink: MetricSink, trajectory: Trajectory, index: int, first_step: int, every: int = 1) -> int:
+def log_trajectory(sink: MetricSink, trajectory: Trajectory, index: int, first_step: int, every: int = 1,
+                   include_final: bool = True) -> int:
     """Log model `index`'s `loss` and `grad_norm` rows with step = first_step + row; returns the next free step.
 
     Every `every`-th row is logged, and always the last, so that a phase's end
-    point is in the history however sparse it is.
+    point is in the history however sparse it is. Without `include_final` the
+    row at the final weights is left out: the next phase starts from those
+    weights, and its first row measures them again.
     """
-    rows = trajectory.rows(index)
+    rows = trajectory.rows(index) - (not include_final)
     loss = trajectory.loss[:rows, index].tolist()
     grad_norm = trajectory.grad_norm[:rows, index].tolist()
     for row in sorted({*range(0, rows, every), rows - 1} - {-1}):

@@ -7,6 +7,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+# The homework's MNIST DNN (P = 418,060): part1_2a traces its optimisation path,
+# part1_2b its gradient norm, so they must train the same net.
+MNIST_DNN_WIDTHS = (784, 500, 50, 10)
+
 
 def seeded_model(factory: Callable[[], nn.Module], seed: int, device: str | torch.device = "cpu") -> nn.Module:
     """Build a model whose initial weights depend only on `seed`."""

@@ -23,6 +23,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from hw1track.measures import curvature
+from hw1track.measures.flat_params import ParamLayout
 from hw1track.training.models import mlp_layers
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -37,12 +38,11 @@ class ModelStack:
     """
 
     def __init__(self, models: Sequence[nn.Module]):
-        params, buffers = stack_module_state(list(models))
-        self.names = list(params)
-        self.shapes = [tensor.shape[1:] for tensor in params.values()]
-        self.sizes = [shape.numel() for shape in self.shapes]
-        self.theta = torch.cat([tensor.detach().flatten(1) for tensor in params.values()], dim=1).requires_grad_()
-        self.buffers = buffers
+        # stack_module_state checks that the models share one class and mode, and stacks their buffers;
+        # its per-layer copies of the parameters are dropped: θ is one (M, P) leaf.
+        _, self.buffers = stack_module_state(list(models))
+        self.layout = ParamLayout(models[0])
+        self.theta = torch.stack([self.layout.flatten(model) for model in models]).requires_grad_()
         # The template only supplies the forward code; its own weights are never read.
         self.template = copy.deepcopy(models[0]).to("meta")
         self._outputs = vmap(self._one_output, in_dims=(0, 0, None))
@@ -61,9 +61,7 @@ class ModelStack:
 
     def params(self, theta: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The stacked per-layer tensors, (M, *shape) each, as views into `theta` (default: the stack's own)."""
-        theta = self.theta if theta is None else theta
-        pieces = theta.split(self.sizes, dim=1)
-        return {name: piece.view(len(theta), *shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}
+        return self.layout.unflatten(self.theta if theta is None else theta)
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Every model's output on the same inputs: (M, n, ...)."""
@@ -97,17 +95,18 @@ class ModelStack:
         return losses, objective_gradients, squared.detach().sqrt()
 
     def hessians(self, x: torch.Tensor, y: torch.Tensor, loss: Loss = F.mse_loss,
-                 method: str = curvature.DEFAULT_HESSIAN_METHOD) -> torch.Tensor:
+                 method: str = curvature.HESSIAN_METHOD) -> torch.Tensor:
         """(M, P, P): every model's full Hessian of its full-batch loss at the current θ.
 
-        "hvp_all_models" differentiates this stack's own gradient pass (for a
-        `DenseReluStack`, the hand-written one); the other methods of
-        `curvature.HESSIAN_METHODS` go through the template module, one model at a time.
+        Differentiates this stack's own gradient pass (for a `DenseReluStack`,
+        the hand-written one), all models at once. `method` names that way, as
+        runs log it; the library has no other, so any other name is a
+        ValueError rather than a Hessian built some other way than logged.
         """
-        if method == "hvp_all_models":
-            _, gradients = self.losses_and_gradients(x, y, loss, create_graph=True)
-            return curvature.hessians_from_gradients(gradients, self.theta)
-        return curvature.full_hessian(curvature.loss_of_flat_params(self.template, loss, x, y), self.flat(), method)
+        if method != curvature.HESSIAN_METHOD:
+            raise ValueError(f"unknown Hessian method {method!r}: the only one is {curvature.HESSIAN_METHOD!r}")
+        _, gradients = self.losses_and_gradients(x, y, loss, create_graph=True)
+        return curvature.hessians_from_gradients(gradients, self.theta)
 
     def flat(self) -> torch.Tensor:
         """(M, P): model i's parameters concatenated in state_dict order, as one detached tensor."""

@@ -1,0 +1,29 @@
+"""The names the project files things under in MLflow: experiments, tags and artifacts.
+
+Runs are written by one module and read back by others (analysis, reports,
+notebooks, `hw1track doctor`), often in another process or months later; a name
+spelt in one place only cannot drift between the writer and its readers.
+"""
+
+EXPERIMENT_PREFIX = "hw1/"  # MLflow experiment of `part1_1a` is `hw1/part1_1a`
+
+# Identity and provenance of a run.
+TAG_EXPERIMENT = "hw1track.experiment"
+TAG_PRESET = "hw1track.preset"
+TAG_ROLE = "hw1track.role"  # parent, child or report
+TAG_CONFIG_HASH = "hw1track.config_hash"  # a child's identity: see `identity.config_hash`
+TAG_RUN_HASH = "hw1track.run_hash"  # a parent's identity: experiment, preset, code version and whole config
+TAG_REUSED_PREFIX = "hw1track.reused."  # on a parent: hw1track.reused.<config hash> = id of the child it reuses
+TAG_GIT_COMMIT = "hw1track.git_commit"
+TAG_MNIST_MD5 = "hw1track.mnist_md5"
+TAG_CODE_VERSION = "hw1track.code_version"
+
+# The process that opened a run, so that one left RUNNING by `kill -9` can be recognised (see `processes`).
+TAG_HOST = "hw1track.host"
+TAG_PID = "hw1track.pid"
+TAG_PROCESS_START = "hw1track.process_start"  # clock ticks since boot (Linux), absent elsewhere
+
+# What a result turned out to be.
+TAG_STUCK = "hw1track.stuck"  # "true" when a fit collapsed to a near-constant function (dead ReLUs)
+
+WEIGHTS_ARTIFACT = "weights/final.pt"  # a model's final state_dict, loadable with torch.load(weights_only=True)
