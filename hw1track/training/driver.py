@@ -121,7 +121,7 @@ def drive(learner: Learner, *, epochs: int, shuffles: Shuffles | None = None, de
             observe(epoch, metrics)
         if needs_floats:
             listed = _as_floats(metrics)
-            for i in active.nonzero().flatten().tolist():
+            for i in running:
                 own = {key: values[i] for key, values in listed.items()}
                 if sinks is not None:
                     sinks[i].log_metrics(own, step=epoch)
@@ -138,14 +138,15 @@ def drive(learner: Learner, *, epochs: int, shuffles: Shuffles | None = None, de
                 at_stop.setdefault(key, values.clone())[stopped.to(values.device)] = values[stopped.to(values.device)]
             learner.stop(stopped)
             active.logical_and_(~stopped)
-        return bool(active.any())
+            running[:] = active.nonzero().flatten().tolist()
+        return bool(running)
 
+    running = list(range(m))  # the models not stopped yet, as a list: read every epoch, changed rarely
     iteration = 0
     going = after_epoch(0)
     for epoch in bar:
         if not going:
             break
-        running = active.nonzero().flatten().tolist()
         records = learner.train_epoch(shuffles.next_epoch(device) if shuffles else None, log_iterations)
         if schedule is not None:
             if sinks is not None:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from hw1track.training.driver import EpochHook, Metrics, Shuffles, StopRule, drive
-from hw1track.training.evaluation import splits_metrics
+from hw1track.training.evaluation import Evaluator
 from hw1track.training.sinks import MetricSink
 from hw1track.training.tasks import Split, Task
 
@@ -33,7 +33,8 @@ class SingleModel:
             # (benchmarks/conv_memory_format.py). A one-channel image has the same layout either way,
             # so only the weights change layout, before the optimiser sees them.
             model.to(memory_format=torch.channels_last)
-        self.net, self.task, self.eval_splits, self.batch_size = model, task, eval_splits, batch_size
+        self.net, self.task, self.batch_size = model, task, batch_size
+        self.evaluator = Evaluator(model, eval_splits, task)
         self.x, self.y = train
         # One fused kernel per step instead of a dozen passes over the weights: at batch 64 the update of the
         # 418k-parameter DNN was half of its step's time with foreach=True (benchmarks/vs_naive.py, W1).
@@ -65,7 +66,7 @@ class SingleModel:
         return {"loss": torch.stack(losses).unsqueeze(1), "grad_norm": torch.stack(norms).unsqueeze(1)}
 
     def evaluate(self) -> Metrics:
-        return {key: value.reshape(1) for key, value in splits_metrics(self.net, self.eval_splits, self.task).items()}
+        return {key: value.reshape(1) for key, value in self.evaluator().items()}
 
     def model(self, index: int) -> nn.Module:
         return self.net

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from hw1track.training.driver import EpochHook, Metrics, Shuffles, StopRule, drive
-from hw1track.training.evaluation import splits_metrics
+from hw1track.training.evaluation import Evaluator
 from hw1track.training.models import mlp_layers
 from hw1track.training.sinks import MetricSink
 from hw1track.training.tasks import Split, Task
@@ -100,7 +100,8 @@ class StackedMlps:
 
     def __init__(self, models: Sequence[nn.Module], train: Split, task: Task, eval_splits: Mapping[str, Split],
                  lr: float, batch_size: int):
-        self.models, self.task, self.eval_splits, self.batch_size = list(models), task, eval_splits, batch_size
+        self.models, self.task, self.batch_size = list(models), task, batch_size
+        self.evaluators = [Evaluator(model, eval_splits, task) for model in self.models]
         self.x, self.y = train
         self.stack = MlpStack(self.models)
         self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=lr, fused=True)
@@ -134,7 +135,7 @@ class StackedMlps:
         return wide
 
     def evaluate(self) -> Metrics:
-        measured = [splits_metrics(self.models[i], self.eval_splits, self.task) for i in self.running.tolist()]
+        measured = [self.evaluators[i]() for i in self.running.tolist()]
         fresh = {key: torch.stack([m[key] for m in measured]).cpu() for key in measured[0]}
         if self._last is None:
             self._last = fresh
