@@ -11,9 +11,9 @@ import tempfile
 from mlflow.entities import Run
 
 from hw1track.measures.pca import JointProjection, project_jointly
+from hw1track.measures.snapshots import ARTIFACT, load_snapshots
 from hw1track.reporting.plotting import run_colors, subplots
 from hw1track.tracking.query import StoreReader
-from hw1track.measures.snapshots import ARTIFACT, load_snapshots
 from hw1track.tracking.runs import TrackedRun
 
 # Snapshot key -> (metric name part, what the axis title calls it).

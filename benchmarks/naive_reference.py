@@ -16,6 +16,8 @@ loop, so that the harness can check that both sides did the same work.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import mlflow
 import torch
 import torch.nn as nn

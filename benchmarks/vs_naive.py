@@ -264,7 +264,7 @@ def w2_hw1track(store: Store, x, y, seeds, scale: Scale) -> tuple[int, list[dict
         phase2 = minimise(stack, x, y, objective="squared_grad_norm", steps=scale.phase2_steps, lr=cfg.phase2_lr)
         final_loss, final_gradients = stack.losses_and_gradients(x, y)
         final_grad_norm = final_gradients.norm(dim=1)
-        eigenvalues = curvature.hessian_eigenvalues(stack.hessians(x, y, method=cfg.hessian_method))
+        eigenvalues = curvature.hessian_eigenvalues(stack.hessians(x, y))
         summaries = []
         for i in range(len(seeds)):
             spectrum = curvature.summarise_spectrum(eigenvalues[i], cfg.zero_tolerance)

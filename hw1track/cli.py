@@ -15,14 +15,15 @@ from pathlib import Path
 import click
 
 from hw1track import config as configs
-from hw1track.training.data import load_mnist
-from hw1track.training.denormals import flush_denormals
 from hw1track.errors import Hw1Error, UsageError
 from hw1track.study.discovery import Experiment, discover, get_experiment
 from hw1track.study.invocation import resolve_device, run_experiment
 from hw1track.tracking.ending import Terminated, raise_on_sigterm
+from hw1track.tracking.names import TAG_PRESET
 from hw1track.tracking.runs import TrackedRun
 from hw1track.tracking.store import Store
+from hw1track.training.data import load_mnist
+from hw1track.training.denormals import flush_denormals
 
 TRACKING_URI = click.option("--tracking-uri", default=None, metavar="URI",
                             help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
@@ -67,7 +68,7 @@ def list_experiments(tracking_uri: str | None) -> None:
         if parents:
             run = parents[0]
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
-            status = f"finished ({run.data.tags.get('hw1track.preset')}, {when})"
+            status = f"finished ({run.data.tags.get(TAG_PRESET)}, {when})"
         else:
             status = "not run"
         click.echo(f"{name:<13} {status:<32} {experiment.summary}")
@@ -186,8 +187,8 @@ def _shown(path: Path) -> str:
 @TRACKING_URI
 def report(out: str, tracking_uri: str | None) -> None:
     """One HTML page of the latest finished run of every experiment, also logged to MLflow (hw1/report)."""
-    from hw1track.tracking.query import StoreReader
     from hw1track.reporting.report import write_report
+    from hw1track.tracking.query import StoreReader
 
     written = write_report(StoreReader(tracking_uri), out)
     missing = sum(section.parent is None for section in written.sections)

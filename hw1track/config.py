@@ -18,7 +18,6 @@ from typing import Any
 
 from hw1track.errors import UsageError
 
-
 # What a field is to the models an invocation trains (its `role`).
 # A model is identified by its own params plus every IDENTITY field of the config
 # (see `identity_params`), so a run module cannot forget to copy a setting that

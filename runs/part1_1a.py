@@ -16,9 +16,8 @@ import torch
 from hw1track.config import SWEEP, setting
 from hw1track.study.context import RunContext
 from hw1track.tracking.names import TAG_STUCK
+from hw1track.training.models import describe, mlp, seeded_model
 from hw1track.training.targets import TARGETS, sample_target
-from hw1track.training.models import describe, mlp
-from hw1track.training.models import seeded_model
 from hw1track.training.tasks import REGRESSION
 
 DATA = "synthetic"

@@ -14,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hw1track.config import SWEEP, MnistSplits, setting
-from hw1track.study.context import Member, RunContext
-from hw1track.training.models import MNIST_DNN_WIDTHS, describe, mlp
 from hw1track.measures.snapshots import WeightSnapshots, snapshot_epochs
-from hw1track.training.models import seeded_model
+from hw1track.study.context import Member, RunContext
+from hw1track.training.models import MNIST_DNN_WIDTHS, describe, mlp, seeded_model
 from hw1track.training.tasks import CLASSIFICATION
 
 DATA = "mnist"

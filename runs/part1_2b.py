@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 from hw1track.config import MnistSplits
 from hw1track.study.context import RunContext
-from hw1track.training.targets import sample_target
 from hw1track.training.models import MNIST_DNN_WIDTHS as MNIST_WIDTHS
-from hw1track.training.models import describe, mlp
-from hw1track.training.models import seeded_model
+from hw1track.training.models import describe, mlp, seeded_model
+from hw1track.training.targets import sample_target
 from hw1track.training.tasks import CLASSIFICATION, REGRESSION
 
 DATA = "mnist"

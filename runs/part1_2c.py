@@ -25,16 +25,15 @@ from dataclasses import dataclass
 
 import torch
 
+from hw1track.config import SWEEP, setting
 from hw1track.measures import curvature
 from hw1track.study.context import RunContext
 from hw1track.tracking.names import TAG_STUCK, WEIGHTS_ARTIFACT
 from hw1track.tracking.runs import ReusedRun
 from hw1track.training.full_batch import log_trajectory, minimise
+from hw1track.training.models import describe, mlp, seeded_model
 from hw1track.training.stacks import DenseReluStack
-from hw1track.config import SWEEP, setting
 from hw1track.training.targets import sample_target
-from hw1track.training.models import describe, mlp
-from hw1track.training.models import seeded_model
 
 DATA = "synthetic"
 # No THREADS: the hand-written stack's operations span all 100 models ((100, 200, 10) activations),
@@ -61,8 +60,6 @@ class Config:
     phase2_lr: float = 1e-5  # Adam moves every weight by ~lr a step: 1e-3 overshoots the threshold it aims for
     grad_norm_threshold: float = 1e-4
     zero_tolerance: float = curvature.RELATIVE_ZERO_TOLERANCE
-    # One choice, kept as a setting so that every run's params (and identity) name how its Hessians were built.
-    hessian_method: str = setting(curvature.HESSIAN_METHOD, choices=(curvature.HESSIAN_METHOD,))
     # Per-iteration `loss`/`grad_norm` of every 10th update (and each phase's last): all of them
     # would be ~1.4M rows for SQLite, minutes of writing for no visible difference in a curve.
     log_every: int = 10
@@ -93,7 +90,7 @@ def run(cfg: Config, ctx: RunContext) -> None:
     final_grad_norm = final_gradients.norm(dim=1)
     with torch.no_grad():
         collapsed = stack.outputs(x).std(dim=1).flatten() <= COLLAPSED_OUTPUT_STD * y.std()
-    eigenvalues = curvature.hessian_eigenvalues(stack.hessians(x, y, method=cfg.hessian_method))
+    eigenvalues = curvature.hessian_eigenvalues(stack.hessians(x, y))
     measured = time.perf_counter()
     ctx.report(f"{cfg.n_trainings} Hessians ({stack.n_params}×{stack.n_params}) and spectra "
                f"in {measured - trained:.1f}s")
@@ -105,7 +102,7 @@ def run(cfg: Config, ctx: RunContext) -> None:
               "epochs": cfg.epochs, "phase2_objective": "squared_grad_norm", "phase2_steps": cfg.phase2_steps,
               "phase2_lr": cfg.phase2_lr, "grad_norm_threshold": cfg.grad_norm_threshold,
               "dtype": str(DTYPE).removeprefix("torch."), "hessian": "full PxP of the full-data MSE",
-              "hessian_method": cfg.hessian_method, "zero_tolerance": cfg.zero_tolerance,
+              "hessian_method": curvature.HESSIAN_METHOD, "zero_tolerance": cfg.zero_tolerance,
               "minimal_ratio_definition": curvature.MINIMAL_RATIO_DEFINITION,
               "minimal_ratio_tol_definition": curvature.MINIMAL_RATIO_TOL_DEFINITION}
     for i, seed in enumerate(seeds):

@@ -24,8 +24,7 @@ from hw1track.config import SWEEP, MnistSplits, setting
 from hw1track.study.context import RunContext
 from hw1track.training.labels import permuted_labels
 from hw1track.training.milestones import FirstEpochReaching, metric_reaches
-from hw1track.training.models import describe, mlp
-from hw1track.training.models import seeded_model
+from hw1track.training.models import describe, mlp, seeded_model
 from hw1track.training.tasks import CLASSIFICATION
 
 DATA = "mnist"

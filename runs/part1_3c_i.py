@@ -18,8 +18,7 @@ import pandas as pd
 from hw1track.config import PRESENTATION, SWEEP, MnistSplits, setting
 from hw1track.measures.interpolation import alpha_grid, evaluate_along_line, snapshot
 from hw1track.study.context import RunContext
-from hw1track.training.models import describe, mlp
-from hw1track.training.models import seeded_model
+from hw1track.training.models import describe, mlp, seeded_model
 from hw1track.training.tasks import CLASSIFICATION
 
 DATA = "mnist"

@@ -18,13 +18,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hw1track.measures import sensitivity as input_sensitivity
 from hw1track.config import SWEEP, MnistSplits, setting
-from hw1track.training.data import subset
-from hw1track.training.models import describe, mlp
+from hw1track.measures import sensitivity as input_sensitivity
 from hw1track.measures.sharpness import model_loss, sharpness
 from hw1track.study.context import RunContext
-from hw1track.training.models import seeded_model
+from hw1track.training.data import subset
+from hw1track.training.models import describe, mlp, seeded_model
 from hw1track.training.tasks import CLASSIFICATION
 
 DATA = "mnist"

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from hw1track import config as configs
-from hw1track.training.data import ROOT_ENV, SOURCE_ENV, load_mnist
 from hw1track.study.discovery import get_experiment
 from hw1track.study.invocation import run_experiment
 from hw1track.tracking.query import StoreReader
 from hw1track.tracking.store import Store
+from hw1track.training.data import ROOT_ENV, SOURCE_ENV, load_mnist
 
 REPO = Path(__file__).resolve().parent.parent
 # The reference implementations the fast paths are tested against live with the benchmarks that time them.

@@ -3,13 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from naive_reference import minimise_one_at_a_time
 
 from hw1track.training.full_batch import minimise, squared_grad_norm_objective
-from naive_reference import minimise_one_at_a_time
+from hw1track.training.models import mlp, seeded_model
 from hw1track.training.stacks import DenseReluStack, ModelStack
 from hw1track.training.targets import sample_target
-from hw1track.training.models import mlp
-from hw1track.training.models import seeded_model
 from runs.part1_2c import DTYPE, WIDTHS
 
 

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 COLUMNS = ["reference (s)", "hw1track (s)", "ratio", "steps (reference / hw1track)"]

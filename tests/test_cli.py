@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import hw1track
+
 from hw1track.tracking.query import StoreReader
 
 

@@ -4,19 +4,18 @@ Every exact method of benchmarks/hessian_methods.py is checked, the library's am
 known answers and with each other is what lets the benchmark time them as interchangeable.
 """
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hessian_methods import HESSIAN_METHODS, full_hessian
 from torch import nn
 
-from hessian_methods import HESSIAN_METHODS, full_hessian
-from hw1track import config as configs
-from hw1track.errors import UsageError
 from hw1track.measures import curvature
-from hw1track.training.stacks import DenseReluStack, ModelStack
 from hw1track.training.models import mlp
+from hw1track.training.stacks import DenseReluStack, ModelStack
 from runs import part1_2c
 
 METHODS = list(HESSIAN_METHODS)
@@ -109,19 +108,14 @@ def test_a_stacks_own_hessians_match_one_model_at_a_time(stack_class):
         torch.testing.assert_close(hessians[i], alone, rtol=1e-12, atol=1e-13)
 
 
-def test_the_hessian_method_a_run_logs_is_the_one_its_hessians_are_built_by():
-    """part1_2c logs its `hessian_method`: neither the setting nor the stack accepts a method the library lacks."""
+def test_the_stack_hessians_are_the_method_part1_2c_logs():
+    """part1_2c logs `hessian_method` = curvature.HESSIAN_METHOD: the stack's Hessians are that method's."""
     x, y = _least_squares()
     stack = ModelStack([nn.Linear(3, 1).double() for _ in range(2)])
-    assert part1_2c.Config().hessian_method == curvature.HESSIAN_METHOD
-    assert torch.equal(stack.hessians(x, y, method=curvature.HESSIAN_METHOD), stack.hessians(x, y))
-    others = set(HESSIAN_METHODS) - {curvature.HESSIAN_METHOD}
-    assert others
-    for other in others:
-        with pytest.raises(ValueError, match=curvature.HESSIAN_METHOD):
-            stack.hessians(x, y, method=other)
-        with pytest.raises(UsageError, match="hessian_method"):
-            configs.resolve(part1_2c.PRESETS, "quick", [f"hessian_method={other}"])
+    expected = full_hessian(curvature.loss_of_flat_params(nn.Linear(3, 1).double(), F.mse_loss, x, y), stack.flat(),
+                            curvature.HESSIAN_METHOD)
+    assert torch.equal(stack.hessians(x, y), expected)
+    assert "hessian_method" not in {field.name for field in dataclasses.fields(part1_2c.Config)}
 
 
 def test_the_hessian_couples_layers():

@@ -6,8 +6,8 @@ import shutil
 import pytest
 import torch
 
-from hw1track.training.data import MNIST_MD5, dataset_checksum, load_mnist, prepare_mnist, subset
 from hw1track.errors import DataUnavailable
+from hw1track.training.data import MNIST_MD5, dataset_checksum, load_mnist, prepare_mnist, subset
 
 
 def test_mnist_is_in_memory_normalised_and_complete(data_root):

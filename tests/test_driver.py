@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hw1track.tracking.store import Store
 from hw1track.tracking.runs import parent_run
+from hw1track.tracking.store import Store
 from hw1track.training.data import load_mnist, subset
 from hw1track.training.evaluation import mode_free
 from hw1track.training.fit import fit

@@ -5,14 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hw1track.training.data import load_mnist
-from hw1track.measures.interpolation import (alpha_grid, evaluate_along_line, interpolate_state_dict, interpolate_weights,
-                                    snapshot)
-from hw1track.training.models import cnn, mlp
+from hw1track.measures.interpolation import (alpha_grid, evaluate_along_line, interpolate_state_dict,
+                                             interpolate_weights, snapshot)
 from hw1track.measures.sensitivity import input_jacobian_norms, sensitivity
 from hw1track.measures.sharpness import box_radius, model_loss, sharpness
+from hw1track.training.data import load_mnist
 from hw1track.training.evaluation import evaluate_splits
-from hw1track.training.models import seeded_model
+from hw1track.training.models import cnn, mlp, seeded_model
 from hw1track.training.tasks import CLASSIFICATION
 
 

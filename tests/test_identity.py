@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import torch
 from mlflow.entities import Run
+from test_reliability import TINY
 
 from hw1track import config as configs
 from hw1track.study.discovery import discover
@@ -33,7 +34,6 @@ from hw1track.tracking.code_version import ENV as CODE_VERSION_ENV
 from hw1track.tracking.names import TAG_CONFIG_HASH
 from hw1track.tracking.query import StoreReader
 from hw1track.tracking.store import Store
-from test_reliability import TINY
 
 EXPERIMENTS = discover()
 FIELDS = [(name, field) for name, experiment in EXPERIMENTS.items()

@@ -13,12 +13,12 @@ import time
 
 import pytest
 from mlflow.exceptions import MlflowException
+from servers import tracking_server  # noqa: F401 (fixture)
 
 from hw1track.tracking import metric_writer
 from hw1track.tracking.query import StoreReader
 from hw1track.tracking.runs import TrackedRun, parent_run
 from hw1track.tracking.store import Store
-from servers import tracking_server  # noqa: F401 (fixture)
 
 
 @pytest.fixture

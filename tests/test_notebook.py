@@ -2,9 +2,9 @@
 
 import nbformat
 import pytest
+from conftest import REPO, run_quick
 from nbclient import NotebookClient
 
-from conftest import REPO, run_quick
 from hw1track.tracking.query import StoreReader
 from hw1track.training.threads import intra_op_threads
 

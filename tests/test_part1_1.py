@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 import torch
-
 from conftest import run_quick
+
 from hw1track.training.models import cnn, mlp, n_params
 from runs import part1_1a, part1_1b
 

@@ -5,14 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import hw1track, run_quick
 from sklearn.decomposition import PCA
 
-from conftest import hw1track, run_quick
 from analysis import part1_2a as analysis
-from hw1track.training.models import mlp, n_params
 from hw1track.measures.pca import project_jointly
-from hw1track.tracking.query import StoreReader
 from hw1track.measures.snapshots import ARTIFACT, load_snapshots, snapshot_epochs
+from hw1track.tracking.query import StoreReader
+from hw1track.training.models import mlp, n_params
 from runs import part1_2a
 
 METRICS = ["pca_whole_explained_var_1", "pca_whole_explained_var_2",

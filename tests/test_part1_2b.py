@@ -4,13 +4,12 @@ import math
 
 import pytest
 import torch
-
 from conftest import run_quick
+
 from analysis import part1_2b as analysis
-from hw1track.training.targets import sample_target
-from hw1track.training.models import mlp, n_params
 from hw1track.training.fit import fit
-from hw1track.training.models import seeded_model
+from hw1track.training.models import mlp, n_params, seeded_model
+from hw1track.training.targets import sample_target
 from hw1track.training.tasks import REGRESSION
 from runs import part1_2b
 

@@ -3,19 +3,17 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import run_quick
-from hw1track.measures import curvature
-from hw1track.training.full_batch import minimise, squared_grad_norm_objective
 from naive_reference import minimise_one_at_a_time
-from hw1track.training.stacks import DenseReluStack, ModelStack
-from hw1track.training.targets import sample_target
-from hw1track.training.models import mlp, n_params
-from hw1track.reporting.plotting import save_figures
-from hw1track.training.models import seeded_model
-from runs.part1_2c import DTYPE, PRESETS, WIDTHS
 
 from analysis import part1_2c as analysis
+from hw1track.measures import curvature
+from hw1track.reporting.plotting import save_figures
+from hw1track.training.full_batch import minimise, squared_grad_norm_objective
+from hw1track.training.models import mlp, n_params, seeded_model
+from hw1track.training.stacks import DenseReluStack, ModelStack
+from hw1track.training.targets import sample_target
+from runs.part1_2c import DTYPE, PRESETS, WIDTHS
 
 SPEC_METRICS = {"final_loss", "final_grad_norm", "minimal_ratio", "minimal_ratio_tol", "lambda_min", "lambda_max",
                 "n_near_zero_eigenvalues"}

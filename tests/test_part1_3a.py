@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-
 from conftest import hw1track, run_quick
+
+from hw1track.tracking.query import StoreReader
 from hw1track.training.data import load_mnist, subset
+from hw1track.training.evaluation import evaluate
 from hw1track.training.labels import permuted_labels
 from hw1track.training.models import mlp
-from hw1track.tracking.query import StoreReader
-from hw1track.training.evaluation import evaluate
 from hw1track.training.tasks import CLASSIFICATION
 from runs import part1_3a
 

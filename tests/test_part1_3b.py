@@ -4,12 +4,12 @@ import math
 
 import pytest
 import torch
-
 from conftest import hw1track, run_quick
+
 from hw1track.training.data import load_mnist, subset
-from hw1track.training.models import cnn, n_params
 from hw1track.training.evaluation import evaluate_splits
 from hw1track.training.fit import fit
+from hw1track.training.models import cnn, n_params
 from hw1track.training.sinks import NullSink
 from hw1track.training.tasks import CLASSIFICATION
 from runs import part1_3b

@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import hw1track, run_quick
-from hw1track.training.data import load_mnist, subset
+
 from hw1track.measures.interpolation import interpolate_state_dict
-from hw1track.training.models import mlp
+from hw1track.training.data import load_mnist, subset
 from hw1track.training.evaluation import evaluate_splits
+from hw1track.training.models import mlp
 from hw1track.training.tasks import CLASSIFICATION
 from runs import part1_3c_i
 

@@ -4,12 +4,12 @@ import math
 
 import pytest
 import torch
-
 from conftest import hw1track, run_quick
-from hw1track.training.data import load_mnist, subset
-from hw1track.training.models import mlp
+
 from hw1track.measures.sensitivity import DEFINITION, sensitivity
 from hw1track.measures.sharpness import model_loss
+from hw1track.training.data import load_mnist, subset
+from hw1track.training.models import mlp
 from runs import part1_3c_ii
 
 

@@ -2,14 +2,14 @@
 
 import pytest
 import torch
-
 from conftest import run_quick
-from hw1track.tracking import query
+
 from hw1track.errors import StoreError
+from hw1track.tracking import query
 from hw1track.tracking.query import StoreReader
-from hw1track.training.threads import intra_op_threads
 from hw1track.tracking.runs import parent_run
 from hw1track.tracking.store import Store
+from hw1track.training.threads import intra_op_threads
 
 TINY_3C_I = ("epochs=1", "train_size=600", "test_size=200")
 

@@ -25,23 +25,22 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import torch
+from conftest import hw1track
 from mlflow.entities import ViewType
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from conftest import hw1track
 from hw1track import config as configs
-from hw1track.tracking.code_version import ENV as CODE_VERSION_ENV
-from hw1track.tracking.code_version import code_version, source_digest, training_source
+from hw1track.measures.snapshots import ARTIFACT, load_snapshots
 from hw1track.study.discovery import discover, experiments_folder, get_experiment
 from hw1track.study.invocation import run_experiment
+from hw1track.tracking.code_version import ENV as CODE_VERSION_ENV
+from hw1track.tracking.code_version import code_version, source_digest, training_source
+from hw1track.tracking.identity import config_hash, reused_child_ids
+from hw1track.tracking.names import TAG_CONFIG_HASH, TAG_EXPERIMENT, TAG_HOST, TAG_PID, TAG_PROCESS_START, TAG_ROLE
 from hw1track.tracking.orphans import find_orphans
-from hw1track.tracking.names import TAG_HOST, TAG_PID, TAG_PROCESS_START
 from hw1track.tracking.processes import current_process_tags
 from hw1track.tracking.provenance import git_commit
 from hw1track.tracking.query import StoreReader
-from hw1track.measures.snapshots import ARTIFACT, load_snapshots
-from hw1track.tracking.identity import config_hash, reused_child_ids
-from hw1track.tracking.names import TAG_CONFIG_HASH, TAG_EXPERIMENT, TAG_ROLE
 from hw1track.tracking.runs import ReusedRun, parent_run
 from hw1track.tracking.store import Store
 

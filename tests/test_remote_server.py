@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import hw1track
-from hw1track.tracking.query import StoreReader
 from servers import tracking_server  # noqa: F401 (fixture)
+
+from hw1track.tracking.query import StoreReader
 
 EXPERIMENT = "part1_1b"
 TINY = ("--set", "epochs=1", "--set", "train_size=500", "--set", "test_size=200", "--threads", "1")

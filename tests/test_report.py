@@ -4,11 +4,11 @@ import base64
 import re
 
 import pytest
-
 from conftest import hw1track, run_quick
+
+from hw1track.reporting.report import REPORT_ARTIFACT, run_link
 from hw1track.study.discovery import discover
 from hw1track.tracking.query import StoreReader
-from hw1track.reporting.report import REPORT_ARTIFACT, run_link
 from hw1track.training.threads import intra_op_threads
 
 EMBEDDED_PNG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]+)">')

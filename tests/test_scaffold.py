@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, hw1track
+
 from hw1track.errors import UsageError
 from hw1track.study.scaffold import create
 from hw1track.tracking.query import StoreReader

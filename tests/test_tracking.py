@@ -9,9 +9,9 @@ import pytest
 from mlflow.entities import ViewType
 
 from hw1track.tracking.names import TAG_ROLE
+from hw1track.tracking.query import StoreReader
 from hw1track.tracking.runs import parent_run
 from hw1track.tracking.store import Store
-from hw1track.tracking.query import StoreReader
 
 
 def _statuses(reader: StoreReader, experiment: str) -> dict[str, str]:

@@ -4,12 +4,10 @@ import pytest
 import torch
 
 from hw1track.training.data import load_mnist, subset
-from hw1track.training.mlp_stack import MlpStack
-from hw1track.training.models import cnn, mlp
 from hw1track.training.fit import fit
-from hw1track.training.models import seeded_model
+from hw1track.training.mlp_stack import MlpStack, fit_together
+from hw1track.training.models import cnn, mlp, seeded_model
 from hw1track.training.tasks import CLASSIFICATION, REGRESSION
-from hw1track.training.mlp_stack import fit_together
 
 
 class Recorder:

@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
-
 from conftest import hw1track
-from hw1track.tracking.query import StoreReader
+from playwright.sync_api import Page, expect, sync_playwright
 from servers import LOOPBACK, free_port, serving, ui_server
+
+from hw1track.tracking.query import StoreReader
 
 EXPERIMENT = "part1_1b"
 TINY = ("--set", "epochs=1", "--set", "train_size=500", "--set", "test_size=200", "--threads", "1")

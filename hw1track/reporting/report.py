@@ -32,10 +32,11 @@ from mlflow.entities import Run
 
 from hw1track.errors import StoreError
 from hw1track.study.discovery import Experiment, discover
+from hw1track.tracking.ending import ended_with_status
+from hw1track.tracking.names import (TAG_EXPERIMENT, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_PRESET, TAG_ROLE, TAG_SEED,
+                                     TAG_TORCH_THREADS, TAG_VERSION_PREFIX)
 from hw1track.tracking.provenance import git_commit
 from hw1track.tracking.query import StoreReader
-from hw1track.tracking.ending import ended_with_status
-from hw1track.tracking.names import TAG_EXPERIMENT, TAG_GIT_COMMIT, TAG_ROLE
 from hw1track.tracking.runs import TrackedRun
 
 REPORT_EXPERIMENT = "report"
@@ -46,9 +47,7 @@ HEADLINE_METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
 MAX_METRIC_COLUMNS = 8
 MAX_PARAM_COLUMNS = 4
 MAX_CHILD_ROWS = 20  # beyond this (part1_2c's 100 trainings) the table summarises instead of listing
-PROVENANCE_TAGS = ("hw1track.preset", "hw1track.seed", "hw1track.git_commit", "hw1track.mnist_md5",
-                   "hw1track.torch_threads")
-VERSION_TAG_PREFIX = "hw1track.version."
+PROVENANCE_TAGS = (TAG_PRESET, TAG_SEED, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_TORCH_THREADS)
 
 
 @dataclass
@@ -192,7 +191,7 @@ def _models_table(section: Section, uri: str) -> str:
 def _provenance(parent: Run) -> dict[str, str]:
     tags = parent.data.tags
     shown = {key: tags[key] for key in PROVENANCE_TAGS if key in tags}
-    shown.update({key: tags[key] for key in sorted(tags) if key.startswith(VERSION_TAG_PREFIX)})
+    shown.update({key: tags[key] for key in sorted(tags) if key.startswith(TAG_VERSION_PREFIX)})
     return shown
 
 
@@ -239,7 +238,7 @@ def _overview(sections: list[Section], uri: str) -> str:
             rows.append([name, _text(_summary(section)), '<span class="missing">not run</span>', "", ""])
             continue
         url = run_link(uri, parent.info.experiment_id, parent.info.run_id)
-        status = (f"{_link(parent.data.tags.get('hw1track.preset', '?'), url)}, "
+        status = (f"{_link(parent.data.tags.get(TAG_PRESET, '?'), url)}, "
                   f"{_text(_when(parent.info.start_time))}")
         rows.append([name, _text(_summary(section)), status, str(len(section.children)),
                      str(len(section.figures))])

@@ -133,7 +133,7 @@ class RunContext:
             self._report_child(name, child, finals[name], f"P={n_params(members[name].model)}, {took}")
         return {name: finals[name] for name in members}
 
-    def _report_child(self, name: str, child: TrackedRun, final: Mapping[str, float], how: str) -> None:
+    def _report_child(self, name: str, child: TrackedRun | ReusedRun, final: Mapping[str, float], how: str) -> None:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in final.items())
         if isinstance(child, ReusedRun):
             self.report(f"{name}: reused finished run {child.run_id} (same config, preset and code version), {shown}")

@@ -19,10 +19,11 @@ from hw1track.errors import UsageError
 from hw1track.study.context import RunContext, report
 from hw1track.study.discovery import Experiment, experiments_folder
 from hw1track.tracking.code_version import code_version
+from hw1track.tracking.identity import config_hash
+from hw1track.tracking.names import (TAG_CODE_VERSION, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_REUSE, TAG_RUN_HASH,
+                                     TAG_SEED, TAG_TORCH_THREADS, TAG_VERSION_PREFIX)
 from hw1track.tracking.orphans import describe, find_orphans, mark_killed
 from hw1track.tracking.provenance import git_commit, package_versions
-from hw1track.tracking.identity import config_hash
-from hw1track.tracking.names import TAG_CODE_VERSION, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_RUN_HASH
 from hw1track.tracking.runs import parent_run
 from hw1track.tracking.store import Store
 from hw1track.training import data as mnist_data
@@ -41,10 +42,9 @@ def resolve_device(name: str) -> torch.device:
 
 def _parent_tags(experiment: Experiment, config: Any, uses_mnist: bool) -> dict[str, str]:
     commit = git_commit()
-    tags = {TAG_GIT_COMMIT: commit, MLFLOW_GIT_COMMIT: commit.removesuffix("-dirty"), "hw1track.seed": config.seed,
-            # float reductions are split per thread: the last digits depend on the thread count
-            "hw1track.torch_threads": torch.get_num_threads()}
-    tags.update({f"hw1track.version.{name}": version for name, version in package_versions().items()})
+    tags = {TAG_GIT_COMMIT: commit, MLFLOW_GIT_COMMIT: commit.removesuffix("-dirty"), TAG_SEED: config.seed,
+            TAG_TORCH_THREADS: torch.get_num_threads()}
+    tags.update({f"{TAG_VERSION_PREFIX}{name}": version for name, version in package_versions().items()})
     if uses_mnist:
         tags[TAG_MNIST_MD5] = mnist_data.dataset_checksum()
     return tags
@@ -101,7 +101,7 @@ def _run_in_parent(experiment: Experiment, preset: str, config: Any, store: Stor
     data = mnist_data.load_mnist(source=mnist_dir).to(device) if experiment.uses_mnist else None
     run_name = f"{experiment.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     tags = {**_parent_tags(experiment, config, experiment.uses_mnist), TAG_CODE_VERSION: scope["code_version"],
-            TAG_RUN_HASH: run_hash, "hw1track.reuse": str(reuse).lower()}
+            TAG_RUN_HASH: run_hash, TAG_REUSE: str(reuse).lower()}
     with parent_run(store, experiment.name, preset, run_name, tags, scope=scope, reuse=reuse) as parent:
         parent.log_params({**configs.to_params(config), "preset": preset, "device": str(device)})
         parent.log_json({"experiment": experiment.name, "preset": preset, "config": configs.to_dict(config),

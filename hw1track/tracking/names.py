@@ -17,6 +17,10 @@ TAG_REUSED_PREFIX = "hw1track.reused."  # on a parent: hw1track.reused.<config h
 TAG_GIT_COMMIT = "hw1track.git_commit"
 TAG_MNIST_MD5 = "hw1track.mnist_md5"
 TAG_CODE_VERSION = "hw1track.code_version"
+TAG_SEED = "hw1track.seed"  # the invocation's base seed; every model logs its own as the param `seed`
+TAG_TORCH_THREADS = "hw1track.torch_threads"  # float reductions are split per thread: the last digits depend on it
+TAG_VERSION_PREFIX = "hw1track.version."  # hw1track.version.<package> = its installed version
+TAG_REUSE = "hw1track.reuse"  # on a parent: whether it reused finished models ("false" after --force)
 
 # The process that opened a run, so that one left RUNNING by `kill -9` can be recognised (see `processes`).
 TAG_HOST = "hw1track.host"

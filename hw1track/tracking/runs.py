@@ -37,8 +37,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from hw1track.tracking import metric_writer, sqlite_metrics
 from hw1track.tracking.ending import ended_with_status
 from hw1track.tracking.identity import config_hash
-from hw1track.tracking.names import (TAG_CODE_VERSION, TAG_CONFIG_HASH, TAG_EXPERIMENT, TAG_PRESET,
-                                     TAG_REUSED_PREFIX, TAG_ROLE, WEIGHTS_ARTIFACT)
+from hw1track.tracking.names import (TAG_CODE_VERSION, TAG_CONFIG_HASH, TAG_EXPERIMENT, TAG_PRESET, TAG_REUSED_PREFIX,
+                                     TAG_ROLE, WEIGHTS_ARTIFACT)
 from hw1track.tracking.processes import current_process_tags
 from hw1track.tracking.store import Store
 

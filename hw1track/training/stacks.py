@@ -94,17 +94,13 @@ class ModelStack:
             (objective_gradients,) = torch.autograd.grad(squared.sum(), self.theta)
         return losses, objective_gradients, squared.detach().sqrt()
 
-    def hessians(self, x: torch.Tensor, y: torch.Tensor, loss: Loss = F.mse_loss,
-                 method: str = curvature.HESSIAN_METHOD) -> torch.Tensor:
+    def hessians(self, x: torch.Tensor, y: torch.Tensor, loss: Loss = F.mse_loss) -> torch.Tensor:
         """(M, P, P): every model's full Hessian of its full-batch loss at the current θ.
 
         Differentiates this stack's own gradient pass (for a `DenseReluStack`,
-        the hand-written one), all models at once. `method` names that way, as
-        runs log it; the library has no other, so any other name is a
-        ValueError rather than a Hessian built some other way than logged.
+        the hand-written one), all models at once: `curvature.HESSIAN_METHOD`,
+        the name runs log for it.
         """
-        if method != curvature.HESSIAN_METHOD:
-            raise ValueError(f"unknown Hessian method {method!r}: the only one is {curvature.HESSIAN_METHOD!r}")
         _, gradients = self.losses_and_gradients(x, y, loss, create_graph=True)
         return curvature.hessians_from_gradients(gradients, self.theta)
 
