@@ -170,7 +170,9 @@ def new(name: str, data: str) -> None:
                        (written.analysis, "what it draws from the store: figures()"),
                        (written.test, "runs it at tiny settings and draws its figures")):
         click.echo(f"wrote {_shown(path):<40} {what}")
-    click.echo(f"next:\n  hw1track run {name}\n  hw1track analyze {name}\n  pytest {_shown(written.test)}")
+    click.echo(f"next:\n  hw1track run {name}\n  hw1track analyze {name}\n  pytest {_shown(written.test)}\n"
+               f"  add {name}'s tiny settings (TINY in {_shown(written.test)}) to TINY in tests/test_reliability.py, "
+               f"where reuse, crashes and identity are tested for every experiment")
 
 
 def _shown(path: Path) -> str:

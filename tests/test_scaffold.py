@@ -51,8 +51,9 @@ def test_a_new_experiment_runs_is_analysed_and_passes_its_generated_test(project
     lines = made.stdout.splitlines()
     assert [line.split()[1] for line in lines[:3]] == ["runs/demo_exp.py", "analysis/demo_exp.py",
                                                        "tests/test_demo_exp.py"]
-    assert lines[3:] == ["next:", "  hw1track run demo_exp", "  hw1track analyze demo_exp",
-                         "  pytest tests/test_demo_exp.py"]
+    assert lines[3:7] == ["next:", "  hw1track run demo_exp", "  hw1track analyze demo_exp",
+                          "  pytest tests/test_demo_exp.py"]
+    assert len(lines) == 8 and "tests/test_reliability.py" in lines[7]  # where every experiment is listed
     assert all((project / path).is_file() for path in ("runs/demo_exp.py", "analysis/demo_exp.py",
                                                        "tests/test_demo_exp.py"))
     assert not (REPO / "runs" / "demo_exp.py").exists()

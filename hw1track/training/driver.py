@@ -23,7 +23,6 @@ Python floats only where a sink or hook needs them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -61,24 +60,14 @@ class Learner(Protocol):
         """Freeze the models flagged in `stopped` (M,): later epochs leave their weights untouched."""
 
 
-@dataclass(frozen=True)
 class Shuffles:
     """Each model's minibatch order, drawn from its own seed: the same permutations `fit` draws alone."""
 
-    seeds: Sequence[int]
-    n: int
-    batch_size: int
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_generators", [torch.Generator().manual_seed(seed) for seed in self.seeds])
-
-    @property
-    def full_batch(self) -> bool:
-        return self.batch_size >= self.n
-
-    @property
-    def updates_per_epoch(self) -> int:
-        return (self.n + self.batch_size - 1) // self.batch_size
+    def __init__(self, seeds: Sequence[int], n: int, batch_size: int):
+        self.n, self.batch_size = n, batch_size
+        self.full_batch = batch_size >= n
+        self.updates_per_epoch = (n + batch_size - 1) // batch_size
+        self._generators = [torch.Generator().manual_seed(seed) for seed in seeds]
 
     def next_epoch(self, device: torch.device) -> torch.Tensor | None:
         """(M, n) permutations for the next epoch, or None when every update sees the whole set."""
