@@ -101,11 +101,13 @@ class RunContext:
         return final
 
     def train_together(self, members: Mapping[str, Member], *, train: Split, eval_splits: Mapping[str, Split],
-                       task: Task, epochs: int, batch_size: int, lr: float) -> dict[str, dict[str, float]]:
-        """Train same-shape `models.mlp` nets side by side, each as its own child run (`hw1track.training.mlp_stack.fit_together`).
+                       task: Task, epochs: int, batch_size: int, lr: float,
+                       **fit_options: Any) -> dict[str, dict[str, float]]:
+        """Train same-shape `models.mlp` nets side by side, each as its own child run (`mlp_stack.fit_together`).
 
         Each member is logged, reused and restored exactly as `train_model`
         would do it; only the members that are not reused are trained, together.
+        `fit_options` are the driver's, as for `train_model` (stop_when, anneal_lr, log_iterations).
         """
         finals: dict[str, dict[str, float]] = {}
         trained: dict[str, TrackedRun] = {}
@@ -124,7 +126,8 @@ class RunContext:
                 results = fit_together([m.model for m in chosen], train, task=task, epochs=epochs,
                                        batch_size=batch_size, lr=lr, seeds=[m.seed for m in chosen],
                                        eval_splits=eval_splits, sinks=list(trained.values()),
-                                       on_epoch=[m.on_epoch for m in chosen], desc=f"{len(chosen)} nets together")
+                                       on_epoch=[m.on_epoch for m in chosen], desc=f"{len(chosen)} nets together",
+                                       **fit_options)
                 for (name, child), member, final in zip(trained.items(), chosen, results):
                     _log_trained(child, member.model, member.log_artifacts)
                     finals[name] = final

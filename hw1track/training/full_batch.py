@@ -107,6 +107,7 @@ class FullBatchStack:
         return len(self.stack)
 
     def train_epoch(self, orders: torch.Tensor | None, record: bool) -> None:
+        # An epoch is one update, so its per-update record is the evaluation that follows it.
         self.optimizer.update(self._gradients, None if self._everyone else self.active)
 
     def evaluate(self) -> dict[str, torch.Tensor]:
