@@ -133,15 +133,15 @@ def test_a_model_identity_changes_with_preset_code_version_and_seed():
 
 def test_the_code_version_is_the_commit_or_the_commit_plus_a_digest_of_the_edited_source(monkeypatch):
     monkeypatch.delenv(CODE_VERSION_ENV)
-    commit = git_commit()
+    commit, experiments = git_commit(), experiments_folder()
     if commit == "unknown":
-        assert code_version(experiments_folder()).startswith("hw1track-") and "+" in code_version(experiments_folder())
+        assert code_version(experiments).startswith("hw1track-") and "+" in code_version(experiments)
     elif commit.endswith("-dirty"):
-        assert code_version(experiments_folder()) == f"{commit}+{source_digest(training_source(experiments_folder()))}"
+        assert code_version(experiments) == f"{commit}+{source_digest(training_source(experiments))}"
     else:
-        assert code_version(experiments_folder()) == commit
+        assert code_version(experiments) == commit
     monkeypatch.setenv(CODE_VERSION_ENV, "v1.2")
-    assert code_version(experiments_folder()) == "v1.2"
+    assert code_version(experiments) == "v1.2"
 
 
 def test_the_source_digest_follows_python_content_only(tmp_path):

@@ -85,8 +85,12 @@ def _measure(model: nn.Module, split: Split, task: Task) -> dict[str, torch.Tens
 def splits_metrics(model: nn.Module, splits: Mapping[str, Split], task: Task) -> dict[str, torch.Tensor]:
     """{'train_loss': ..., 'test_acc': ...} for every named split, as float64 scalars."""
     with eval_mode(model):  # once for all splits
-        return {f"{name}_{key}": value for name, split in splits.items()
-                for key, value in _measure(model, split, task).items()}
+        return _measure_splits(model, splits, task)
+
+
+def _measure_splits(model: nn.Module, splits: Mapping[str, Split], task: Task) -> dict[str, torch.Tensor]:
+    return {f"{name}_{key}": value for name, split in splits.items()
+            for key, value in _measure(model, split, task).items()}
 
 
 def evaluate(model: nn.Module, split: Split, task: Task) -> dict[str, float]:
@@ -114,5 +118,4 @@ class Evaluator:
         """`splits_metrics` of the model at its current weights."""
         if self._switch:
             return splits_metrics(self.model, self.splits, self.task)
-        return {f"{name}_{key}": value for name, split in self.splits.items()
-                for key, value in _measure(self.model, split, self.task).items()}
+        return _measure_splits(self.model, self.splits, self.task)

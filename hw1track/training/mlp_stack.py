@@ -77,7 +77,9 @@ class MlpStack:
         for old in group["params"]:
             new = old.detach()[kept].clone().requires_grad_()
             state = optimizer.state.pop(old, {})
-            optimizer.state[new] = {key: value if key == "step" else value[kept].clone() for key, value in state.items()}
+            # each tensor keeps its own step count; the moments keep the kept nets' rows
+            optimizer.state[new] = {key: value if key == "step" else value[kept].clone()
+                                    for key, value in state.items()}
             replaced.append(new)
         group["params"] = replaced
         layers = len(self.weights)
