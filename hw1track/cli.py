@@ -18,8 +18,9 @@ from hw1track import config as configs
 from hw1track.errors import Hw1Error, UsageError
 from hw1track.study.discovery import Experiment, discover, get_experiment
 from hw1track.study.invocation import resolve_device, run_experiment
+from hw1track.study.replicates import MAX_SEEDS
 from hw1track.tracking.ending import Terminated, raise_on_sigterm
-from hw1track.tracking.names import TAG_PRESET
+from hw1track.tracking.names import CLAIMS_ARTIFACT, TAG_PRESET
 from hw1track.tracking.runs import TrackedRun
 from hw1track.tracking.store import Store
 from hw1track.training.data import load_mnist
@@ -79,6 +80,8 @@ def list_experiments(tracking_uri: str | None) -> None:
 @click.option("--preset", default="quick", show_default=True, help="quick (minutes) or full (the homework's scale).")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override a config field; repeatable.")
 @click.option("--seed", type=int, default=None, help="Base seed (each model derives its own from it).")
+@click.option("--seeds", type=click.IntRange(min=1, max=MAX_SEEDS), default=None,
+              help="Replicates of every model, each with its own seed (default: quick 2, full 3).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--mnist-dir", default=None, metavar="DIR",
               help="Folder with the MNIST IDX files to import (default: $HW1TRACK_MNIST_DIR).")
@@ -87,7 +90,7 @@ def list_experiments(tracking_uri: str | None) -> None:
 @click.option("--force", is_flag=True,
               help="Train every model again, even those whose identical config already finished.")
 @TRACKING_URI
-def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, device: str,
+def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, seeds: int | None, device: str,
         mnist_dir: str | None, threads: int | None, force: bool, tracking_uri: str | None) -> None:
     """Train experiment NAME (or all) and log it to MLflow, reusing models that already finished."""
     experiments = _selected(name)
@@ -104,7 +107,8 @@ def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, 
         load_mnist(source=mnist_dir)  # missing or corrupted data must fail before the store is created
     for experiment, config in planned:
         started = time.perf_counter()
-        run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir, threads, reuse=not force)
+        run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir, threads, reuse=not force,
+                                seeds=seeds)
         click.echo(f"{experiment.name}: finished in {time.perf_counter() - started:.1f}s, parent run {run_id} "
                    f"({store.uri})")
 
@@ -141,8 +145,9 @@ def doctor(older_than: float, dry_run: bool, tracking_uri: str | None) -> None:
               help="Folder for the PNG files (one subfolder per experiment).")
 @TRACKING_URI
 def analyze(name: str, run_id: str | None, out: str, tracking_uri: str | None) -> None:
-    """Draw the figures of NAME (or all) from the store and log them to its parent run."""
+    """Draw the figures of NAME (or all) from the store, answer its claims, and log both to its parent run."""
     from hw1track.reporting.plotting import save_figures
+    from hw1track.stats.claims import to_json
     from hw1track.tracking.query import StoreReader
 
     experiments = _selected(name)
@@ -151,10 +156,16 @@ def analyze(name: str, run_id: str | None, out: str, tracking_uri: str | None) -
     reader = StoreReader(tracking_uri)
     parents = [(e, reader.latest_parent(e.name, run_id)) for e in experiments]  # fail before drawing anything
     for experiment, parent in parents:
+        tracked = TrackedRun(reader.client, parent.info.run_id)
         figures = experiment.analysis().figures(reader, parent)
-        paths = save_figures(figures, Path(out) / experiment.name, TrackedRun(reader.client, parent.info.run_id))
-        click.echo(f"{experiment.name}: {len(paths)} figures in {Path(out) / experiment.name} "
-                   f"(logged to run {parent.info.run_id})")
+        paths = save_figures(figures, Path(out) / experiment.name, tracked)
+        claims = experiment.claims(reader, parent)
+        if claims:
+            tracked.log_json(to_json(claims), CLAIMS_ARTIFACT)
+        click.echo(f"{experiment.name}: {len(paths)} figures in {Path(out) / experiment.name}"
+                   f"{f', {len(claims)} claims' if claims else ''} (logged to run {parent.info.run_id})")
+        for claim in claims:
+            click.echo(f"  {claim.line()}")
 
 
 @cli.command()

@@ -4,6 +4,8 @@ Three fully connected ReLU nets with (almost) the same number of parameters but
 depths 7, 4 and 1 are fitted by full-batch Adam to sin(5πx)/(5πx) and to
 sgn(sin(5πx)) on 1,000 points of (0, 1]. Each model is a child run with its
 per-epoch MSE (`train_loss`), final weights and its predictions on the grid.
+The replicates of one net train side by side as one stack (`ctx.train_together`):
+a 571-parameter net's epoch is mostly per-step overhead, which a stack pays once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pandas as pd
 import torch
 
 from hw1track.config import SWEEP, setting
-from hw1track.study.context import RunContext
+from hw1track.study.context import Member, RunContext
 from hw1track.tracking.names import TAG_STUCK
 from hw1track.training.models import describe, mlp, seeded_model
 from hw1track.training.targets import TARGETS, sample_target
@@ -47,24 +49,28 @@ PRESETS = {
 }
 
 
+def log_predictions(child, model, x: torch.Tensor, y: torch.Tensor) -> None:
+    """The fit on the grid, and whether it collapsed to a constant (tag `hw1track.stuck`)."""
+    with torch.no_grad():
+        prediction = model(x)
+    grid = pd.DataFrame({"x": x.squeeze(1).cpu(), "y_true": y.squeeze(1).cpu(), "y_pred": prediction.squeeze(1).cpu()})
+    child.log_csv(grid, "predictions.csv")
+    stuck = ((prediction - y) ** 2).mean() > STUCK_FRACTION_OF_VARIANCE * y.var()
+    child.set_tags({TAG_STUCK: str(bool(stuck)).lower()})
+
+
 def run(cfg: Config, ctx: RunContext) -> None:
     for t, target in enumerate(cfg.targets):
         x, y = sample_target(target, cfg.n_points)
         x, y = x.to(ctx.device), y.to(ctx.device)
         for m, (name, widths) in enumerate(MODELS.items()):
-            seed = cfg.seed + t * len(MODELS) + m
-
-            def log_predictions(child, model, x=x, y=y):
-                with torch.no_grad():
-                    prediction = model(x)
-                grid = pd.DataFrame({"x": x.squeeze(1).cpu(), "y_true": y.squeeze(1).cpu(),
-                                     "y_pred": prediction.squeeze(1).cpu()})
-                child.log_csv(grid, "predictions.csv")
-                stuck = ((prediction - y) ** 2).mean() > STUCK_FRACTION_OF_VARIANCE * y.var()
-                child.set_tags({TAG_STUCK: str(bool(stuck)).lower()})
-
-            model = seeded_model(lambda: mlp(widths), seed, ctx.device)
-            ctx.train_model(f"{target}/{name}", model, seed=seed, train=(x, y), eval_splits={"train": (x, y)},
-                            task=REGRESSION, epochs=cfg.epochs, batch_size=cfg.n_points, lr=cfg.lr,
-                            params={"target": target, "widths": describe(widths), "depth": len(widths) - 2},
-                            log_artifacts=log_predictions)
+            members = {}
+            for replicate in ctx.replicates:
+                seed = replicate.seed(cfg.seed + t * len(MODELS) + m)
+                members[replicate.name(f"{target}/{name}")] = Member(
+                    seeded_model(lambda: mlp(widths), seed, ctx.device), seed,
+                    params={"target": target, "widths": describe(widths), "depth": len(widths) - 2,
+                            **replicate.params},
+                    log_artifacts=lambda child, model: log_predictions(child, model, x, y))
+            ctx.train_together(members, train=(x, y), eval_splits={"train": (x, y)}, task=REGRESSION,
+                               epochs=cfg.epochs, batch_size=cfg.n_points, lr=cfg.lr)

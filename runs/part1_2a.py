@@ -2,8 +2,8 @@
 
 The DNN 784-500-50-10 (P = 418,060) is trained 8 times from 8 different seeds,
 each with its own shuffling of the minibatches: Adam 1e-3, batch 128, 30
-epochs. The eight train side by side as one stack (`ctx.train_together`), each
-exactly as it would train alone. The weights are snapshotted at epoch 0 and
+epochs. The eight, times the replicates, train side by side as one stack
+(`ctx.train_together`), each exactly as it would train alone. The weights are snapshotted at epoch 0 and
 every 3 epochs together with the training loss and accuracy there; each child
 run stores its snapshots as one artifact (`snapshots.pt`), which the analysis
 projects with one PCA shared by all runs.
@@ -43,13 +43,15 @@ def run(cfg: Config, ctx: RunContext) -> None:
     train, test = ctx.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
     epochs = snapshot_epochs(cfg.epochs, cfg.snapshot_every)
     members = {}
-    for training in range(cfg.trainings):
-        seed = cfg.seed + training
-        model = seeded_model(lambda: mlp(WIDTHS), seed, ctx.device)
-        snapshots = WeightSnapshots(model, epochs)
-        members[f"dnn/run{training}"] = Member(
-            model, seed, params={"widths": describe(WIDTHS), "training": training,
-                                 "snapshot_epochs": ",".join(map(str, epochs))},
-            on_epoch=snapshots, log_artifacts=lambda child, _model, snapshots=snapshots: snapshots.log(child))
+    for replicate in ctx.replicates:
+        for training in range(cfg.trainings):
+            seed = replicate.seed(cfg.seed + training)
+            model = seeded_model(lambda: mlp(WIDTHS), seed, ctx.device)
+            snapshots = WeightSnapshots(model, epochs)
+            members[replicate.name(f"dnn/run{training}")] = Member(
+                model, seed, params={"widths": describe(WIDTHS), "training": training,
+                                     "snapshot_epochs": ",".join(map(str, epochs)), **replicate.params},
+                on_epoch=snapshots, log_artifacts=lambda child, _model, snapshots=snapshots: snapshots.log(child))
+    # Each training is another seed of the same net: all of them, in every replicate, form one group.
     ctx.train_together(members, train=train, eval_splits={"train": train, "test": test}, task=CLASSIFICATION,
-                       epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)
+                       epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, per_replicate=("training",))

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from hw1track.config import MnistSplits
-from hw1track.study.context import RunContext
+from hw1track.study.context import Member, RunContext
 from hw1track.training.models import MNIST_DNN_WIDTHS as MNIST_WIDTHS
 from hw1track.training.models import describe, mlp, seeded_model
 from hw1track.training.targets import sample_target
@@ -47,20 +47,28 @@ PRESETS = {
 
 
 def run(cfg: Config, ctx: RunContext) -> None:
+    """The replicates of each model train side by side as one stack, each logging its own iterations."""
     x, y = sample_target("sinc", cfg.sinc_points)
     x, y = x.to(ctx.device), y.to(ctx.device)
-    model = seeded_model(lambda: mlp(SINC_WIDTHS), cfg.seed, ctx.device)
-    ctx.train_model(f"sinc/{describe(SINC_WIDTHS)}", model, seed=cfg.seed, train=(x, y),
-                    eval_splits={"train": (x, y)}, task=REGRESSION, epochs=cfg.sinc_iterations,
-                    batch_size=cfg.sinc_points, lr=cfg.lr, log_iterations=True,
-                    params={"data": "sinc", "target": "sinc", "widths": describe(SINC_WIDTHS),
-                            "iterations": cfg.sinc_iterations})
+    _train_replicates(ctx, f"sinc/{describe(SINC_WIDTHS)}", SINC_WIDTHS, cfg.seed, train=(x, y),
+                      eval_splits={"train": (x, y)}, task=REGRESSION, epochs=cfg.sinc_iterations,
+                      batch_size=cfg.sinc_points, lr=cfg.lr,
+                      params={"data": "sinc", "target": "sinc", "widths": describe(SINC_WIDTHS),
+                              "iterations": cfg.sinc_iterations})
 
     train, test = ctx.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
-    seed = cfg.seed + 1
-    model = seeded_model(lambda: mlp(MNIST_WIDTHS), seed, ctx.device)
-    ctx.train_model(f"mnist/{describe(MNIST_WIDTHS)}", model, seed=seed, train=train,
-                    eval_splits={"train": train, "test": test}, task=CLASSIFICATION, epochs=cfg.mnist_epochs,
-                    batch_size=cfg.batch_size, lr=cfg.lr, log_iterations=True,
-                    params={"data": "mnist", "widths": describe(MNIST_WIDTHS),
-                            "iterations": cfg.mnist_epochs * math.ceil(len(train[0]) / cfg.batch_size)})
+    _train_replicates(ctx, f"mnist/{describe(MNIST_WIDTHS)}", MNIST_WIDTHS, cfg.seed + 1, train=train,
+                      eval_splits={"train": train, "test": test}, task=CLASSIFICATION, epochs=cfg.mnist_epochs,
+                      batch_size=cfg.batch_size, lr=cfg.lr,
+                      params={"data": "mnist", "widths": describe(MNIST_WIDTHS),
+                              "iterations": cfg.mnist_epochs * math.ceil(len(train[0]) / cfg.batch_size)})
+
+
+def _train_replicates(ctx: RunContext, name: str, widths: tuple[int, ...], base_seed: int, *, params: dict,
+                      **recipe) -> None:
+    members = {}
+    for replicate in ctx.replicates:
+        seed = replicate.seed(base_seed)
+        members[replicate.name(name)] = Member(seeded_model(lambda: mlp(widths), seed, ctx.device), seed,
+                                               params={**params, **replicate.params})
+    ctx.train_together(members, log_iterations=True, **recipe)

@@ -1,7 +1,8 @@
 """part1_2c: when the gradient is almost zero, how many Hessian eigenvalues are positive (minimal ratio)?
 
 The DNN 1-10-10-10-1 (P = 251) is trained 100 times from 100 seeds on sinc
-(200 points of (0, 1], full batch), all 100 together as one stack:
+(200 points of (0, 1], full batch), all 100 (times the replicates, whose
+trainings are 100 more seeds each) together as one stack:
 
 - phase 1: Adam 1e-3 on the MSE for `epochs` updates;
 - phase 2: Adam on ‖∇L‖² itself (differentiated through the gradient), each model
@@ -21,6 +22,7 @@ point is), `minimal_ratio` (fraction of eigenvalues > 0), `minimal_ratio_tol`
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -29,9 +31,9 @@ from hw1track.config import SWEEP, setting
 from hw1track.measures import curvature
 from hw1track.study.context import RunContext
 from hw1track.tracking.names import TAG_STUCK, WEIGHTS_ARTIFACT
-from hw1track.tracking.runs import ReusedRun
+from hw1track.tracking.runs import ReusedRun, TrackedRun
 from hw1track.training.full_batch import log_trajectory, minimise
-from hw1track.training.models import describe, mlp, seeded_model
+from hw1track.training.models import describe, mlp, n_params, seeded_model
 from hw1track.training.stacks import DenseReluStack
 from hw1track.training.targets import sample_target
 
@@ -74,15 +76,39 @@ PRESETS = {
 
 def run(cfg: Config, ctx: RunContext) -> None:
     x, y = (t.to(ctx.device, DTYPE) for t in sample_target(TARGET, cfg.n_points))
-    seeds = [cfg.seed + i for i in range(cfg.n_trainings)]
-    stack = DenseReluStack([seeded_model(lambda: mlp(WIDTHS), seed, ctx.device).to(DTYPE) for seed in seeds])
+    recipe = {"model": "dnn", "widths": describe(WIDTHS), "depth": len(WIDTHS) - 2,
+              "n_params": n_params(mlp(WIDTHS)), "target": TARGET, "lr": cfg.lr, "batch_size": cfg.n_points,
+              "n_train": cfg.n_points, "epochs": cfg.epochs, "phase2_objective": "squared_grad_norm",
+              "phase2_steps": cfg.phase2_steps, "phase2_lr": cfg.phase2_lr,
+              "grad_norm_threshold": cfg.grad_norm_threshold, "dtype": str(DTYPE).removeprefix("torch."),
+              "hessian": "full PxP of the full-data MSE", "hessian_method": curvature.HESSIAN_METHOD,
+              "zero_tolerance": cfg.zero_tolerance, "minimal_ratio_definition": curvature.MINIMAL_RATIO_DEFINITION,
+              "minimal_ratio_tol_definition": curvature.MINIMAL_RATIO_TOL_DEFINITION}
+    with ExitStack() as opened:
+        children = {}  # seed -> the child run of a training that is not reused
+        for replicate in ctx.replicates:
+            for i in range(cfg.n_trainings):
+                seed = replicate.seed(cfg.seed + i)
+                # every training is another seed of one net: all of them, in every replicate, form one group
+                child = opened.enter_context(ctx.parent.child(
+                    replicate.name(f"{TARGET}/dnn/{i:03d}"),
+                    {**recipe, "seed": seed, "training": i, **replicate.params}, per_replicate=("training",)))
+                if not isinstance(child, ReusedRun):  # a reused run already holds everything logged below
+                    children[seed] = child
+        if children:
+            _train_and_measure(cfg, ctx, x, y, children)
 
+
+def _train_and_measure(cfg: Config, ctx: RunContext, x: torch.Tensor, y: torch.Tensor,
+                       children: dict[int, TrackedRun]) -> None:
+    """All trainings as one stack, then every Hessian; each child gets its own row of every result."""
+    stack = DenseReluStack([seeded_model(lambda: mlp(WIDTHS), seed, ctx.device).to(DTYPE) for seed in children])
     started = time.perf_counter()
     phase1 = minimise(stack, x, y, objective="loss", steps=cfg.epochs, lr=cfg.lr)
     phase2 = minimise(stack, x, y, objective="squared_grad_norm", steps=cfg.phase2_steps, lr=cfg.phase2_lr,
                       stop_below=cfg.grad_norm_threshold)
     trained = time.perf_counter()
-    ctx.report(f"{cfg.n_trainings} trainings in {trained - started:.1f}s; "
+    ctx.report(f"{len(children)} trainings in {trained - started:.1f}s; "
                f"{int(phase2.reached.sum())} reached ‖∇L‖ < {cfg.grad_norm_threshold:g}")
 
     # Measured on the full data at the final weights, whatever phase 2 achieved.
@@ -92,31 +118,20 @@ def run(cfg: Config, ctx: RunContext) -> None:
         collapsed = stack.outputs(x).std(dim=1).flatten() <= COLLAPSED_OUTPUT_STD * y.std()
     eigenvalues = curvature.hessian_eigenvalues(stack.hessians(x, y))
     measured = time.perf_counter()
-    ctx.report(f"{cfg.n_trainings} Hessians ({stack.n_params}×{stack.n_params}) and spectra "
+    ctx.report(f"{len(children)} Hessians ({stack.n_params}×{stack.n_params}) and spectra "
                f"in {measured - trained:.1f}s")
 
     ctx.parent.log_metrics({"n_reached_grad_norm_threshold": float(phase2.reached.sum()),
                             "training_seconds": trained - started, "hessian_seconds": measured - trained}, step=0)
-    recipe = {"model": "dnn", "widths": describe(WIDTHS), "depth": len(WIDTHS) - 2, "n_params": stack.n_params,
-              "target": TARGET, "lr": cfg.lr, "batch_size": cfg.n_points, "n_train": cfg.n_points,
-              "epochs": cfg.epochs, "phase2_objective": "squared_grad_norm", "phase2_steps": cfg.phase2_steps,
-              "phase2_lr": cfg.phase2_lr, "grad_norm_threshold": cfg.grad_norm_threshold,
-              "dtype": str(DTYPE).removeprefix("torch."), "hessian": "full PxP of the full-data MSE",
-              "hessian_method": curvature.HESSIAN_METHOD, "zero_tolerance": cfg.zero_tolerance,
-              "minimal_ratio_definition": curvature.MINIMAL_RATIO_DEFINITION,
-              "minimal_ratio_tol_definition": curvature.MINIMAL_RATIO_TOL_DEFINITION}
-    for i, seed in enumerate(seeds):
-        with ctx.parent.child(f"{TARGET}/dnn/{i:03d}", {**recipe, "seed": seed, "training": i}) as child:
-            if isinstance(child, ReusedRun):
-                continue  # its finished run already holds everything logged below
-            phase2_start = log_trajectory(child, phase1, i, first_step=1, every=cfg.log_every, include_final=False)
-            log_trajectory(child, phase2, i, first_step=phase2_start, every=cfg.log_every)
-            spectrum = curvature.summarise_spectrum(eigenvalues[i], cfg.zero_tolerance)
-            child.log_metrics({"final_loss": final_loss[i].item(), "final_grad_norm": final_grad_norm[i].item(),
-                               **spectrum.as_metrics(), "phase2_start_step": phase2_start,
-                               "phase2_steps_taken": int(phase2.steps_taken[i]),
-                               "reached_grad_norm_threshold": float(phase2.reached[i])}, step=0)
-            child.log_tensors({"eigenvalues": eigenvalues[i].cpu(), "zero_tolerance": cfg.zero_tolerance},
-                              "hessian_eigenvalues.pt")
-            child.log_tensors(stack.state_dict(i), WEIGHTS_ARTIFACT)
-            child.set_tags({TAG_STUCK: str(bool(collapsed[i])).lower()})
+    for i, child in enumerate(children.values()):
+        phase2_start = log_trajectory(child, phase1, i, first_step=1, every=cfg.log_every, include_final=False)
+        log_trajectory(child, phase2, i, first_step=phase2_start, every=cfg.log_every)
+        spectrum = curvature.summarise_spectrum(eigenvalues[i], cfg.zero_tolerance)
+        child.log_metrics({"final_loss": final_loss[i].item(), "final_grad_norm": final_grad_norm[i].item(),
+                           **spectrum.as_metrics(), "phase2_start_step": phase2_start,
+                           "phase2_steps_taken": int(phase2.steps_taken[i]),
+                           "reached_grad_norm_threshold": float(phase2.reached[i])}, step=0)
+        child.log_tensors({"eigenvalues": eigenvalues[i].cpu(), "zero_tolerance": cfg.zero_tolerance},
+                          "hessian_eigenvalues.pt")
+        child.log_tensors(stack.state_dict(i), WEIGHTS_ARTIFACT)
+        child.set_tags({TAG_STUCK: str(bool(collapsed[i])).lower()})

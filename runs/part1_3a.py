@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hw1track.config import SWEEP, MnistSplits, setting
-from hw1track.study.context import RunContext
+from hw1track.study.context import Member, RunContext
 from hw1track.training.labels import permuted_labels
 from hw1track.training.milestones import FirstEpochReaching, metric_reaches
 from hw1track.training.models import describe, mlp, seeded_model
@@ -61,16 +61,22 @@ def run(cfg: Config, ctx: RunContext) -> None:
         else:
             train = (images, true_labels)
             labelling = {"label_mode": label_mode}
-        milestone = FirstEpochReaching("train_acc", MILESTONE_TRAIN_ACC)
+        members = {}
+        for replicate in ctx.replicates:
+            # the same seed for both label modes: the same initial weights and data order, paired per replicate
+            seed = replicate.seed(cfg.seed)
+            milestone = FirstEpochReaching("train_acc", MILESTONE_TRAIN_ACC)
+            members[replicate.name(f"{label_mode}_labels")] = Member(
+                seeded_model(lambda: mlp(cfg.widths), seed, ctx.device), seed,
+                params={**labelling, "widths": describe(cfg.widths), "stop_train_acc": cfg.stop_train_acc,
+                        "anneal_lr": cfg.anneal_lr, **replicate.params},
+                on_epoch=milestone,
+                log_artifacts=lambda child, _model, milestone=milestone: log_milestone(child, milestone))
+        ctx.train_together(members, train=train, eval_splits={"train": train, "test": test}, task=CLASSIFICATION,
+                           epochs=cfg.max_epochs, batch_size=cfg.batch_size, lr=cfg.lr, anneal_lr=cfg.anneal_lr,
+                           stop_when=metric_reaches("train_acc", cfg.stop_train_acc))
 
-        def log_milestone(child, model, milestone=milestone):
-            if milestone.epoch is not None:
-                child.log_metrics({"epochs_to_90pct_train_acc": milestone.epoch}, step=milestone.epoch)
 
-        model = seeded_model(lambda: mlp(cfg.widths), cfg.seed, ctx.device)
-        ctx.train_model(f"{label_mode}_labels", model, seed=cfg.seed, train=train,
-                        eval_splits={"train": train, "test": test}, task=CLASSIFICATION, epochs=cfg.max_epochs,
-                        batch_size=cfg.batch_size, lr=cfg.lr, stop_when=metric_reaches("train_acc", cfg.stop_train_acc),
-                        on_epoch=milestone, log_artifacts=log_milestone, anneal_lr=cfg.anneal_lr,
-                        params={**labelling, "widths": describe(cfg.widths), "stop_train_acc": cfg.stop_train_acc,
-                                "anneal_lr": cfg.anneal_lr})
+def log_milestone(child, milestone: FirstEpochReaching) -> None:
+    if milestone.epoch is not None:
+        child.log_metrics({"epochs_to_90pct_train_acc": milestone.epoch}, step=milestone.epoch)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from hw1track.config import SWEEP, MnistSplits, setting
 from hw1track.measures import sensitivity as input_sensitivity
 from hw1track.measures.sharpness import model_loss, sharpness
-from hw1track.study.context import RunContext
+from hw1track.study.context import Member, RunContext
 from hw1track.training.data import subset
 from hw1track.training.models import describe, mlp, seeded_model
 from hw1track.training.tasks import CLASSIFICATION
@@ -82,8 +82,13 @@ def run(cfg: Config, ctx: RunContext) -> None:
             child.log_metrics(measured, step=cfg.epochs)
             ctx.report(", ".join(f"{key} {value:.6g}" for key, value in measured.items()))
 
-        model = seeded_model(lambda: mlp(MODEL), cfg.seed, ctx.device)  # same seed: same initial weights
-        ctx.train_model(f"bs{batch_size}", model, seed=cfg.seed, train=train,
-                        eval_splits={"train": train, "test": test}, task=CLASSIFICATION, epochs=cfg.epochs,
-                        batch_size=batch_size, lr=cfg.lr, params={"widths": describe(MODEL), **measurement_params},
-                        log_artifacts=log_flatness)
+        members = {}
+        for replicate in ctx.replicates:
+            seed = replicate.seed(cfg.seed)  # one seed per replicate: every batch size starts from the same weights
+            members[replicate.name(f"bs{batch_size}")] = Member(
+                seeded_model(lambda: mlp(MODEL), seed, ctx.device), seed,
+                params={"widths": describe(MODEL), **measurement_params, **replicate.params},
+                log_artifacts=log_flatness)
+        # the replicates of one batch size train side by side: at batch 10 a step is mostly overhead
+        ctx.train_together(members, train=train, eval_splits={"train": train, "test": test}, task=CLASSIFICATION,
+                           epochs=cfg.epochs, batch_size=batch_size, lr=cfg.lr)

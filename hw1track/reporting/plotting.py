@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # figures are files; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from hw1track.stats.intervals import CONFIDENCE, Interval, band  # noqa: E402
 from hw1track.tracking.runs import TrackedRun  # noqa: E402
 
 plt.rcParams.update({
@@ -56,3 +57,45 @@ def run_colors(run_ids) -> dict[str, str]:
     """A stable colour per run, shared by every panel of a figure."""
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     return {run_id: cycle[i % len(cycle)] for i, run_id in enumerate(run_ids)}
+
+
+def seeds_text(n: int) -> str:
+    """'3 seeds', or '1 seed (no spread)': a figure says how many replicates each curve or point rests on."""
+    return f"{n} seeds" if n != 1 else "1 seed (no spread)"
+
+
+def plot_band(ax, history, key: str, run_ids, *, color: str, label: str, linestyle: str = "-",
+              log: bool = False, thin: bool = False) -> int:
+    """Metric `key` of the replicates `run_ids`: their mean and its 95 % band; returns how many were drawn.
+
+    One replicate is drawn as its plain curve, as before replicates existed.
+    `log` takes the mean and band of log10 values (for a log axis); `thin`
+    adds each replicate as a thin line, for figures with few curves.
+    """
+    rows = history[(history.key == key) & history.run_id.isin(list(run_ids))]
+    curves = rows.pivot_table(index="step", columns="run_id", values="value", aggfunc="last").sort_index()
+    n = curves.shape[1]
+    if n == 0:
+        return 0
+    if n == 1:
+        ax.plot(curves.index, curves.iloc[:, 0], color=color, linestyle=linestyle, label=label)
+        return 1
+    if thin:
+        for column in curves.columns:
+            ax.plot(curves.index, curves[column], color=color, linestyle=linestyle, linewidth=0.5, alpha=0.35)
+    summary = band(curves, log=log)
+    ax.plot(summary.index, summary["mean"], color=color, linestyle=linestyle,
+            label=f"{label} ({'geometric ' if log else ''}mean of {n} seeds, {CONFIDENCE:.0%} CI)")
+    ax.fill_between(summary.index, summary["low"], summary["high"], color=color, alpha=0.18, linewidth=0)
+    return n
+
+
+def plot_intervals(ax, x, intervals: list[Interval], *, fmt: str = "-o", color: str | None = None,
+                   label: str = "") -> None:
+    """Per-configuration means with 95 % error bars (none where a point rests on one seed)."""
+    means = [i.mean for i in intervals]
+    below = [0.0 if i.n < 2 else i.mean - i.low for i in intervals]
+    above = [0.0 if i.n < 2 else i.high - i.mean for i in intervals]
+    n = max((i.n for i in intervals), default=0)
+    shown = f"{label} (mean of {n} seeds, {CONFIDENCE:.0%} CI)" if n > 1 else label
+    ax.errorbar(x, means, yerr=[below, above], fmt=fmt, color=color, capsize=3, label=shown)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hw1track.study.replicates import Replicate, replicates
 from hw1track.tracking.runs import ParentRun, ReusedRun, TrackedRun
 from hw1track.tracking.weights import restore_weights
 from hw1track.training import data as mnist_data
@@ -40,11 +41,17 @@ class Member:
 
 @dataclass
 class RunContext:
-    """What a run module sees: its parent run, the device, and the data."""
+    """What a run module sees: its parent run, the device, the data, and how many replicates to train."""
 
     parent: ParentRun
     device: torch.device
     mnist_data: mnist_data.Mnist | None
+    seeds: int = 1
+
+    @property
+    def replicates(self) -> tuple[Replicate, ...]:
+        """One per seed asked for: a run module trains each of its configurations once per replicate."""
+        return replicates(self.seeds)
 
     def mnist(self) -> mnist_data.Mnist:
         if self.mnist_data is None:
@@ -62,17 +69,21 @@ class RunContext:
 
     def train_classifiers(self, models: Mapping[str, tuple[Callable[[], nn.Module], Mapping[str, Any]]],
                           cfg: Any) -> None:
-        """Train named MNIST classifiers one after another with the config's data and recipe.
+        """Train named MNIST classifiers one after another, once per replicate, with the config's data and recipe.
 
-        Model number m is seeded `cfg.seed + m`, so the sweep's models differ in
-        their initialisation as well as in what the experiment varies (`params`).
+        Model number m is seeded `cfg.seed + m` (in replicate 0), so the sweep's
+        models differ in their initialisation as well as in what the experiment
+        varies (`params`). Each replicate trains the whole sweep before the next
+        starts, so an interrupted run leaves complete replicates behind.
         """
         train, test = self.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
-        for m, (name, (factory, params)) in enumerate(models.items()):
-            seed = cfg.seed + m
-            self.train_model(name, seeded_model(factory, seed, self.device), seed=seed, train=train,
-                             eval_splits={"train": train, "test": test}, task=CLASSIFICATION, epochs=cfg.epochs,
-                             batch_size=cfg.batch_size, lr=cfg.lr, params=params)
+        for replicate in self.replicates:
+            for m, (name, (factory, params)) in enumerate(models.items()):
+                seed = replicate.seed(cfg.seed + m)
+                self.train_model(replicate.name(name), seeded_model(factory, seed, self.device), seed=seed,
+                                 train=train, eval_splits={"train": train, "test": test}, task=CLASSIFICATION,
+                                 epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                                 params={**params, **replicate.params})
 
     def train_model(self, name: str, model: nn.Module, *, seed: int, train: Split, eval_splits: Mapping[str, Split],
                     task: Task, epochs: int, batch_size: int, lr: float, params: Mapping[str, Any],
@@ -101,13 +112,17 @@ class RunContext:
         return final
 
     def train_together(self, members: Mapping[str, Member], *, train: Split, eval_splits: Mapping[str, Split],
-                       task: Task, epochs: int, batch_size: int, lr: float,
+                       task: Task, epochs: int, batch_size: int, lr: float, per_replicate: tuple[str, ...] = (),
                        **fit_options: Any) -> dict[str, dict[str, float]]:
         """Train same-shape `models.mlp` nets side by side, each as its own child run (`mlp_stack.fit_together`).
 
         Each member is logged, reused and restored exactly as `train_model`
         would do it; only the members that are not reused are trained, together.
-        `fit_options` are the driver's, as for `train_model` (stop_when, anneal_lr, log_iterations).
+        A lone member trains by `fit`, as `train_model` would train it, so one
+        replicate of a model gives the numbers it gave before replicates existed.
+        `fit_options` are the driver's, as for `train_model` (stop_when, anneal_lr,
+        log_iterations); `per_replicate` names params that only number samples of
+        one configuration (see `ParentRun.child`).
         """
         finals: dict[str, dict[str, float]] = {}
         trained: dict[str, TrackedRun] = {}
@@ -115,13 +130,20 @@ class RunContext:
         with ExitStack() as children:
             for name, member in members.items():
                 standard = _standard_params(name, member.model, member.seed, train, eval_splits, epochs, batch_size, lr)
-                child = children.enter_context(self.parent.child(name, {**standard, **member.params}))
+                child = children.enter_context(self.parent.child(name, {**standard, **member.params}, per_replicate))
                 if isinstance(child, ReusedRun):
                     finals[name] = _restore_weights(member.model, child, eval_splits)
                     self._report_child(name, child, finals[name], "")
                 else:
                     trained[name] = child
-            if trained:
+            if len(trained) == 1:
+                ((name, child),) = trained.items()
+                member = members[name]
+                finals[name] = fit(member.model, train, task=task, epochs=epochs, batch_size=batch_size, lr=lr,
+                                   seed=member.seed, eval_splits=eval_splits, sink=child, on_epoch=member.on_epoch,
+                                   desc=name, **fit_options)
+                _log_trained(child, member.model, member.log_artifacts)
+            elif trained:
                 chosen = [members[name] for name in trained]
                 results = fit_together([m.model for m in chosen], train, task=task, epochs=epochs,
                                        batch_size=batch_size, lr=lr, seeds=[m.seed for m in chosen],

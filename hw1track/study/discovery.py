@@ -2,7 +2,8 @@
 
 This is the only place the library reaches into `runs/` and `analysis/`: a
 run module declares `Config`, `PRESETS`, `DATA` ("mnist" or "synthetic") and
-`run(cfg, ctx)`, an analysis module `figures(reader, parent)`; see the README's
+`run(cfg, ctx)`, an analysis module `figures(reader, parent)` and, optionally,
+`claims(reader, parent)`; see the README's
 "Adding an experiment".
 """
 
@@ -40,6 +41,11 @@ class Experiment:
 
     def analysis(self) -> ModuleType:
         return importlib.import_module(f"analysis.{self.name}")
+
+    def claims(self, reader: Any, parent: Any) -> list:
+        """The homework's questions answered from the store (`stats.claims`), if the analysis states any."""
+        stated = getattr(self.analysis(), "claims", None)
+        return list(stated(reader, parent)) if stated else []
 
 
 def experiments_folder() -> Path:

@@ -18,10 +18,11 @@ from hw1track import config as configs
 from hw1track.errors import UsageError
 from hw1track.study.context import RunContext, report
 from hw1track.study.discovery import Experiment, experiments_folder
+from hw1track.study.replicates import check_seeds, default_seeds
 from hw1track.tracking.code_version import code_version
 from hw1track.tracking.identity import config_hash
-from hw1track.tracking.names import (TAG_CODE_VERSION, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_REUSE, TAG_RUN_HASH,
-                                     TAG_SEED, TAG_TORCH_THREADS, TAG_VERSION_PREFIX)
+from hw1track.tracking.names import (PARAM_SEEDS, TAG_CODE_VERSION, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_REUSE,
+                                     TAG_RUN_HASH, TAG_SEED, TAG_TORCH_THREADS, TAG_VERSION_PREFIX)
 from hw1track.tracking.orphans import describe, find_orphans, mark_killed
 from hw1track.tracking.provenance import git_commit, package_versions
 from hw1track.tracking.runs import parent_run
@@ -51,8 +52,12 @@ def _parent_tags(experiment: Experiment, config: Any, uses_mnist: bool) -> dict[
 
 
 def run_experiment(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
-                   mnist_dir: str | None = None, threads: int | None = None, reuse: bool = False) -> str:
-    """Train everything `experiment` declares under one parent run; returns the parent's run id.
+                   mnist_dir: str | None = None, threads: int | None = None, reuse: bool = False,
+                   seeds: int | None = None) -> str:
+    """Train everything `experiment` declares under one parent run, `seeds` times; returns the parent's run id.
+
+    `seeds` is the number of replicates of every configuration (the preset's
+    default when None, see `replicates.DEFAULT_SEEDS`).
 
     Data are loaded before the parent run opens, so a missing or corrupted MNIST
     fails without leaving anything in the store. `threads` (else the experiment's
@@ -64,9 +69,10 @@ def run_experiment(experiment: Experiment, preset: str, config: Any, store: Stor
     trains nothing, and every model whose config already FINISHED is reused
     (linked to the new parent) instead of trained again.
     """
+    seeds = check_seeds(default_seeds(preset) if seeds is None else seeds)
     _clear_orphans(experiment.name, store)
     scope = model_scope(preset, config)
-    run_hash = config_hash(experiment.name, configs.to_params(config), scope)
+    run_hash = config_hash(experiment.name, {**configs.to_params(config), PARAM_SEEDS: seeds}, scope)
     experiment_id = store.experiment_id(experiment.name) if reuse else None
     finished = store.finished_run(experiment_id, TAG_RUN_HASH, run_hash, "parent") if experiment_id else None
     if finished is not None:
@@ -74,7 +80,7 @@ def run_experiment(experiment: Experiment, preset: str, config: Any, store: Stor
                                  f"nothing to train; --force trains it again")
         return finished.info.run_id
     with intra_op_threads(threads or experiment.threads or torch.get_num_threads()):
-        return _run_in_parent(experiment, preset, config, store, device, mnist_dir, scope, run_hash, reuse)
+        return _run_in_parent(experiment, preset, config, seeds, store, device, mnist_dir, scope, run_hash, reuse)
 
 
 def model_scope(preset: str, config: Any) -> dict[str, Any]:
@@ -96,18 +102,19 @@ def _clear_orphans(experiment: str, store: Store) -> None:
         report(experiment, f"marked KILLED, its process is gone: {describe(run)}")
 
 
-def _run_in_parent(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
+def _run_in_parent(experiment: Experiment, preset: str, config: Any, seeds: int, store: Store, device: torch.device,
                    mnist_dir: str | None, scope: Mapping[str, Any], run_hash: str, reuse: bool) -> str:
     data = mnist_data.load_mnist(source=mnist_dir).to(device) if experiment.uses_mnist else None
     run_name = f"{experiment.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     tags = {**_parent_tags(experiment, config, experiment.uses_mnist), TAG_CODE_VERSION: scope["code_version"],
             TAG_RUN_HASH: run_hash, TAG_REUSE: str(reuse).lower()}
     with parent_run(store, experiment.name, preset, run_name, tags, scope=scope, reuse=reuse) as parent:
-        parent.log_params({**configs.to_params(config), "preset": preset, "device": str(device)})
+        parent.log_params({**configs.to_params(config), "preset": preset, PARAM_SEEDS: seeds, "device": str(device)})
         parent.log_json({"experiment": experiment.name, "preset": preset, "config": configs.to_dict(config),
+                         PARAM_SEEDS: seeds,
                          "device": str(device), "git_commit": tags[TAG_GIT_COMMIT],
                          "versions": package_versions(), "argv": sys.argv,
                          "mnist_md5": dict(mnist_data.MNIST_MD5) if data is not None else None},
                         "run_config.json")
-        experiment.module.run(config, RunContext(parent, device, data))
+        experiment.module.run(config, RunContext(parent, device, data, seeds))
         return parent.run_id

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from mlflow.entities import Run
 
-from hw1track.tracking.names import TAG_CONFIG_HASH, TAG_REUSED_PREFIX
+from hw1track.tracking.names import PARAM_REPLICATE, PARAM_SEED, TAG_CONFIG_HASH, TAG_REUSED_PREFIX
+
+# What differs between the replicates of one configuration, and only between them.
+PER_REPLICATE_PARAMS = (PARAM_REPLICATE, PARAM_SEED)
 
 
 def config_hash(experiment: str, params: Mapping[str, Any], scope: Mapping[str, Any] | None = None) -> str:
@@ -32,6 +35,18 @@ def config_hash(experiment: str, params: Mapping[str, Any], scope: Mapping[str, 
     if scope:
         identity["scope"] = {k: str(v) for k, v in scope.items()}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def group_hash(experiment: str, params: Mapping[str, Any], scope: Mapping[str, Any] | None = None,
+               per_replicate: Collection[str] = ()) -> str:
+    """Identity of a configuration whatever its seed: equal for all its replicates, different across configurations.
+
+    `per_replicate` names params beyond the seed and replicate index that only
+    number the samples of one configuration (part1_2c's `training`: its 100
+    trainings are 100 seeds of one net), so they are left out as well.
+    """
+    left_out = {*PER_REPLICATE_PARAMS, *per_replicate}
+    return config_hash(experiment, {k: v for k, v in params.items() if k not in left_out}, scope)
 
 
 def reused_child_ids(parent: Run) -> list[str]:

@@ -12,6 +12,7 @@ TAG_EXPERIMENT = "hw1track.experiment"
 TAG_PRESET = "hw1track.preset"
 TAG_ROLE = "hw1track.role"  # parent, child or report
 TAG_CONFIG_HASH = "hw1track.config_hash"  # a child's identity: see `identity.config_hash`
+TAG_GROUP = "hw1track.group"  # a child's configuration without its seed: the same for all its replicates
 TAG_RUN_HASH = "hw1track.run_hash"  # a parent's identity: experiment, preset, code version and whole config
 TAG_REUSED_PREFIX = "hw1track.reused."  # on a parent: hw1track.reused.<config hash> = id of the child it reuses
 TAG_GIT_COMMIT = "hw1track.git_commit"
@@ -29,5 +30,11 @@ TAG_PROCESS_START = "hw1track.process_start"  # clock ticks since boot (Linux), 
 
 # What a result turned out to be.
 TAG_STUCK = "hw1track.stuck"  # "true" when a fit collapsed to a near-constant function (dead ReLUs)
+
+# Params that tell the replicates of one configuration apart (see `hw1track.study.replicates`).
+PARAM_REPLICATE = "replicate"  # 0, 1, ...: which replicate of its configuration a model is
+PARAM_SEED = "seed"  # the model's own seed: initialisation and data order
+PARAM_SEEDS = "seeds"  # on a parent: how many replicates of every configuration were asked for
+CLAIMS_ARTIFACT = "claims.json"  # on a parent: the homework's questions answered across seeds (see `reporting.claims`)
 
 WEIGHTS_ARTIFACT = "weights/final.pt"  # a model's final state_dict, loadable with torch.load(weights_only=True)

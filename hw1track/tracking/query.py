@@ -26,7 +26,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hw1track.errors import StoreError
 from hw1track.tracking.identity import newest_per_config, reused_child_ids
-from hw1track.tracking.names import TAG_EXPERIMENT, TAG_ROLE
+from hw1track.tracking.names import PARAM_REPLICATE, TAG_EXPERIMENT, TAG_GROUP, TAG_ROLE
 from hw1track.tracking.store import Store, default_tracking_uri, local_database
 
 
@@ -135,6 +135,22 @@ class StoreReader:
         if not frame.empty:
             frame.insert(3, "start_time", pd.to_datetime([run.info.start_time for run in parents], unit="ms"))
         return frame
+
+
+def by_group(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """The replicates of each configuration (tag `hw1track.group`), groups in order of first appearance.
+
+    Runs without the tag (made before replicates existed) are each a group of their own.
+    """
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.data.tags.get(TAG_GROUP, run.info.run_id), []).append(run)
+    return groups
+
+
+def replicate(run: Run) -> int:
+    """Which replicate of its configuration `run` is (0 for runs made before replicates existed)."""
+    return int(run.data.params.get(PARAM_REPLICATE, 0))
 
 
 def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:

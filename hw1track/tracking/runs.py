@@ -22,7 +22,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +36,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hw1track.tracking import metric_writer, sqlite_metrics
 from hw1track.tracking.ending import ended_with_status
-from hw1track.tracking.identity import config_hash
-from hw1track.tracking.names import (TAG_CODE_VERSION, TAG_CONFIG_HASH, TAG_EXPERIMENT, TAG_PRESET, TAG_REUSED_PREFIX,
-                                     TAG_ROLE, WEIGHTS_ARTIFACT)
+from hw1track.tracking.identity import config_hash, group_hash
+from hw1track.tracking.names import (TAG_CODE_VERSION, TAG_CONFIG_HASH, TAG_EXPERIMENT, TAG_GROUP, TAG_PRESET,
+                                     TAG_REUSED_PREFIX, TAG_ROLE, WEIGHTS_ARTIFACT)
 from hw1track.tracking.processes import current_process_tags
 from hw1track.tracking.store import Store
 
@@ -185,8 +185,13 @@ class ParentRun(TrackedRun):
         return config_hash(self.experiment, params, self.scope)
 
     @contextmanager
-    def child(self, name: str, params: Mapping[str, Any]) -> Iterator[TrackedRun | ReusedRun]:
-        """A nested run for one model, tagged with the hash of its recipe.
+    def child(self, name: str, params: Mapping[str, Any],
+              per_replicate: Collection[str] = ()) -> Iterator[TrackedRun | ReusedRun]:
+        """A nested run for one model, tagged with the hash of its recipe and the group of its replicates.
+
+        The group (`identity.group_hash`) leaves out the seed, the replicate
+        index and the `per_replicate` params, so MLflow's group-by on the tag
+        `hw1track.group` gathers the replicates of one configuration.
 
         With reuse on, a FINISHED run of the same hash is linked instead and
         yielded as a `ReusedRun`. Looking it up and training happen under a
@@ -207,6 +212,7 @@ class ParentRun(TrackedRun):
                 TAG_PRESET: self.preset,
                 TAG_ROLE: "child",
                 TAG_CONFIG_HASH: key,
+                TAG_GROUP: group_hash(self.experiment, params, self.scope, per_replicate),
                 **current_process_tags(),
             }
             if "code_version" in self.scope:
