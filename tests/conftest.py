@@ -54,11 +54,11 @@ def reader(store_uri) -> StoreReader:
     return StoreReader(store_uri)
 
 
-def run_quick(name: str, store_uri: str, *overrides: str, preset: str = "quick") -> str:
-    """Run experiment `name` in-process on the CPU; returns the parent run id."""
+def run_quick(name: str, store_uri: str, *overrides: str, preset: str = "quick", seeds: int | None = None) -> str:
+    """Run experiment `name` in-process on the CPU, `seeds` replicates (the preset's default if None); the parent's id."""
     experiment = get_experiment(name)
     config = configs.resolve(experiment.presets, preset, overrides)
-    return run_experiment(experiment, preset, config, Store(store_uri), torch.device("cpu"))
+    return run_experiment(experiment, preset, config, Store(store_uri), torch.device("cpu"), seeds=seeds)
 
 
 def hw1track(*args: str, cwd: Path, env: dict[str, str] | None = None,
