@@ -45,7 +45,7 @@ from hw1track.tracking.runs import ReusedRun, parent_run
 from hw1track.tracking.store import Store
 
 EPOCHS = 1000  # a few seconds per model: long enough to interrupt a sweep between two models
-SWEEP = ("run", "part1_1a", "--set", "targets=sinc", "--set", f"epochs={EPOCHS}", "--threads", "1")
+SWEEP = ("run", "part1_1a", "--set", "targets=sinc", "--set", f"epochs={EPOCHS}", "--threads", "1", "--seeds", "1")
 SWEEP_MODELS = ["sinc/deep", "sinc/middle", "sinc/shallow"]
 
 # The smallest settings under which each experiment still trains and draws everything.

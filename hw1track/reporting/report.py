@@ -1,8 +1,10 @@
 """The study on one page: a self-contained HTML report built from the tracking store alone.
 
 For every experiment in `runs/`, the newest finished parent run contributes its
-figures (the PNGs `hw1track analyze` logged under `figures/`, else drawn in memory
-by the experiment's analysis module), the final metrics of its models, its config
+claims (the homework's questions answered across seeds, as `hw1track analyze`
+logged them in `claims.json`, else computed from the store), its figures (the
+PNGs `hw1track analyze` logged under `figures/`, else drawn in memory by the
+experiment's analysis module), the final metrics of its models, its config
 and its provenance tags. Experiments without a finished run are listed as "not
 run", so the page also shows what is missing. Images are embedded as base64, so
 the file can be mailed or archived on its own.
@@ -20,6 +22,7 @@ import base64
 import html
 import io
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -31,10 +34,12 @@ from urllib.parse import urlparse
 from mlflow.entities import Run
 
 from hw1track.errors import StoreError
+from hw1track.stats.claims import SUPPORTED, Claim, from_json
+from hw1track.stats.intervals import CONFIDENCE
 from hw1track.study.discovery import Experiment, discover
 from hw1track.tracking.ending import ended_with_status
-from hw1track.tracking.names import (TAG_EXPERIMENT, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_PRESET, TAG_ROLE, TAG_SEED,
-                                     TAG_TORCH_THREADS, TAG_VERSION_PREFIX)
+from hw1track.tracking.names import (CLAIMS_ARTIFACT, PARAM_SEEDS, TAG_EXPERIMENT, TAG_GIT_COMMIT, TAG_MNIST_MD5,
+                                     TAG_PRESET, TAG_ROLE, TAG_SEED, TAG_TORCH_THREADS, TAG_VERSION_PREFIX)
 from hw1track.tracking.provenance import git_commit
 from hw1track.tracking.query import StoreReader
 from hw1track.tracking.runs import TrackedRun
@@ -60,6 +65,8 @@ class Section:
     figures: dict[str, bytes] = field(default_factory=dict)  # name -> PNG
     figures_drawn: bool = False  # True: no figures were logged, so they were drawn for the report
     command: list[str] | None = None
+    claims: list[Claim] = field(default_factory=list)
+    claims_computed: bool = False  # True: no claims.json was logged, so they were computed for the report
 
 
 @dataclass
@@ -105,6 +112,14 @@ def _command(reader: StoreReader, parent: Run) -> list[str] | None:
         return json.loads(reader.download(parent, "run_config.json", folder).read_text()).get("argv")
 
 
+def _claims(reader: StoreReader, experiment: Experiment, parent: Run) -> tuple[list[Claim], bool]:
+    """The claims `hw1track analyze` logged to `parent`; if none, computed here from the store (not logged)."""
+    if CLAIMS_ARTIFACT in reader.artifacts(parent):
+        with tempfile.TemporaryDirectory(prefix="hw1track-report-") as folder:
+            return from_json(reader.download(parent, CLAIMS_ARTIFACT, folder).read_text()), False
+    return experiment.claims(reader, parent), True
+
+
 def collect(reader: StoreReader) -> list[Section]:
     """One section per experiment, in study order; a `StoreError` when the store holds no finished run at all."""
     sections = []
@@ -118,6 +133,7 @@ def collect(reader: StoreReader) -> list[Section]:
             section.children = reader.children(section.parent)
             section.figures, section.figures_drawn = _figures(reader, section.experiment, section.parent)
             section.command = _command(reader, section.parent)
+            section.claims, section.claims_computed = _claims(reader, section.experiment, section.parent)
     return sections
 
 
@@ -188,6 +204,22 @@ def _models_table(section: Section, uri: str) -> str:
     return _table(["model run"] + params + metrics, rows)
 
 
+def _claims_table(section: Section) -> str:
+    """The homework's questions answered, first thing in a section: a reader should not have to read the figures."""
+    origin = ("computed for this report (none logged yet; `hw1track analyze` logs claims.json)"
+              if section.claims_computed else "as logged by `hw1track analyze` (claims.json)")
+    rows = []
+    for claim in section.claims:
+        interval = "—" if math.isnan(claim.ci_low) else f"[{_number(claim.ci_low)}, {_number(claim.ci_high)}]"
+        verdict = claim.verdict.replace(" ", "-")
+        rows.append([f'<span class="verdict {verdict}">{_text(claim.verdict)}</span>',
+                     f"{_text(claim.statement)}<br><code>{_text(claim.id)}</code>",
+                     f"{_text(claim.effect_name)} = {_number(claim.effect)}", interval, str(claim.n_seeds),
+                     _text("; ".join(part for part in (claim.detail, claim.method) if part))])
+    return (f"<h3>Claims</h3><p class=\"note\">{_text(origin)}; {CONFIDENCE:.0%} intervals over seeds</p>"
+            + _table(["verdict", "claim", "effect", f"{CONFIDENCE:.0%} CI", "seeds", "how"], rows))
+
+
 def _provenance(parent: Run) -> dict[str, str]:
     tags = parent.data.tags
     shown = {key: tags[key] for key in PROVENANCE_TAGS if key in tags}
@@ -210,7 +242,10 @@ def _section_html(section: Section, uri: str) -> str:
     duration = ((parent.info.end_time or 0) - parent.info.start_time) / 1000
     parts = [title, f"<p>Parent run {_link(parent.info.run_name, url)} (<code>{_text(parent.info.run_id)}</code>), "
                     f"started {_text(_when(parent.info.start_time))}, {duration:.0f} s, "
-                    f"{len(section.children)} models.</p>"]
+                    f"{len(section.children)} models, {_text(parent.data.params.get(PARAM_SEEDS, '1'))} "
+                    f"seed(s) per configuration.</p>"]
+    if section.claims:
+        parts.append(_claims_table(section))
     origin = ("drawn for this report (no figures logged yet; `hw1track analyze` logs them)" if section.figures_drawn
               else "as logged by `hw1track analyze`")
     parts.append(f"<h3>Figures</h3><p class=\"note\">{_text(origin)}</p>")
@@ -235,14 +270,17 @@ def _overview(sections: list[Section], uri: str) -> str:
         name = f'<a href="#{_text(section.experiment.name)}">{_text(section.experiment.name)}</a>'
         parent = section.parent
         if parent is None:
-            rows.append([name, _text(_summary(section)), '<span class="missing">not run</span>', "", ""])
+            rows.append([name, _text(_summary(section)), '<span class="missing">not run</span>', "", "", "", ""])
             continue
         url = run_link(uri, parent.info.experiment_id, parent.info.run_id)
         status = (f"{_link(parent.data.tags.get(TAG_PRESET, '?'), url)}, "
                   f"{_text(_when(parent.info.start_time))}")
+        supported = sum(claim.verdict == SUPPORTED for claim in section.claims)
         rows.append([name, _text(_summary(section)), status, str(len(section.children)),
-                     str(len(section.figures))])
-    return _table(["experiment", "what", "latest finished run", "models", "figures"], rows)
+                     _text(section.parent.data.params.get(PARAM_SEEDS, "1")),
+                     f"{supported} of {len(section.claims)}" if section.claims else "", str(len(section.figures))])
+    return _table(["experiment", "what", "latest finished run", "models", "seeds", "claims supported", "figures"],
+                  rows)
 
 
 PAGE = """<!DOCTYPE html>
@@ -255,6 +293,8 @@ th {{ background: #f3f3f3; }}
 figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 figcaption, .note, .summary {{ color: #666; font-size: 0.9em; }}
 .missing {{ color: #a33; }}
+.verdict {{ font-weight: bold; white-space: nowrap; }}
+.supported {{ color: #1a7f37; }} .not-supported {{ color: #b42318; }} .inconclusive {{ color: #9a6700; }}
 section {{ border-top: 2px solid #ddd; margin-top: 2em; }}
 </style></head>
 <body>

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hw1track.study.replicates import Replicate, replicates
+from hw1track.study.replicates import Replicate, model_name, replicates
 from hw1track.tracking.runs import ParentRun, ReusedRun, TrackedRun
 from hw1track.tracking.weights import restore_weights
 from hw1track.training import data as mnist_data
@@ -169,7 +169,7 @@ class RunContext:
 def _standard_params(name: str, model: nn.Module, seed: int, train: Split, eval_splits: Mapping[str, Split],
                      epochs: int, batch_size: int, lr: float) -> dict[str, Any]:
     """The params every child run has, whatever the experiment varies."""
-    return {"model": name, "n_params": n_params(model), "seed": seed, "lr": lr,
+    return {"model": model_name(name), "n_params": n_params(model), "seed": seed, "lr": lr,
             "batch_size": min(batch_size, len(train[0])), "epochs": epochs, "n_train": len(train[0]),
             # evaluation sets change the logged metrics, so they are part of the model's identity
             **{f"n_{split}": len(data[0]) for split, data in eval_splits.items() if split != "train"}}

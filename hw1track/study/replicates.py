@@ -24,6 +24,12 @@ MAX_SEEDS = 1_000
 # How many replicates a preset trains unless --seeds says otherwise: `quick` must show a spread
 # while staying within minutes, `full` is the smallest count whose t-interval is not absurdly wide.
 DEFAULT_SEEDS = {"quick": 2, "full": 3}
+SEPARATOR = "#"  # between a model's name and its replicate index in a child run's name
+
+
+def model_name(run_name: str) -> str:
+    """The model a child run trains, whichever replicate it is: its name without `#r` (the param `model`)."""
+    return run_name.split(SEPARATOR)[0]
 
 
 def default_seeds(preset: str) -> int:
@@ -47,8 +53,8 @@ class Replicate:
         return base + SEED_STRIDE * self.index
 
     def name(self, name: str) -> str:
-        """The child run's name: unchanged for replicate 0, `name#r` for the others."""
-        return name if self.index == 0 else f"{name}#{self.index}"
+        """The child run's name: unchanged for replicate 0, `name#r` for the others (see `model_name`)."""
+        return name if self.index == 0 else f"{name}{SEPARATOR}{self.index}"
 
     @property
     def params(self) -> dict[str, Any]:
