@@ -80,16 +80,19 @@ def test_a_new_experiment_runs_is_analysed_and_passes_its_generated_test(project
     reader = StoreReader(f"sqlite:///{project / 'mlflow.db'}")
     parent = reader.latest_parent("demo_exp")
     children = reader.children(parent)
-    assert [child.info.run_name for child in children] == ["width16", "width64", "width256"]
+    assert [child.info.run_name for child in children] == ["width16", "width64", "width256",
+                                                          "width16#1", "width64#1", "width256#1"]
     assert all({"train_loss", "test_loss", "train_acc", "test_acc"} <= set(child.data.metrics) for child in children)
     assert (project / "figures" / "demo_exp" / "accuracy_vs_width.png").is_file()
     assert reader.artifacts(parent, "figures") == ["figures/accuracy_vs_width.png"]
+    assert "[" in drawn.stdout and "demo_exp.wider_is_more_accurate" in drawn.stdout  # the claim, printed
+    assert "claims.json" in reader.artifacts(parent)
 
     tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              f"--basetemp={tmp_path / 'inner'}", "tests/test_demo_exp.py", "tests/test_demo_fit.py"],
                             cwd=project, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "4 passed" in tested.stdout.splitlines()[-1]
+    assert "6 passed" in tested.stdout.splitlines()[-1]
 
 
 @pytest.mark.parametrize("name, message", [

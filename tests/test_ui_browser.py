@@ -1,9 +1,11 @@
 """The MLflow UI as a person uses it: `hw1track ui` in headless Chromium, and a plain `mlflow ui`.
 
-A tiny part1_1b study plus its figures is browsed from the experiment page down
-to a child's metrics and the parent's figure artifacts. Chromium is Debian's
-(/usr/bin/chromium, installed by `make test`); every request that does not go to
-the loopback server is refused, so the page can only show what the store holds.
+A tiny part1_1b study of two seeds plus its figures is browsed from the experiment
+page down to a child's metrics and the parent's figure artifacts, and its runs
+table is grouped by configuration, as a person compares replicates. Chromium is
+Debian's (/usr/bin/chromium, installed by `make test`); every request that does
+not go to the loopback server is refused, so the page can only show what the
+store holds.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ from conftest import hw1track
 from playwright.sync_api import Page, expect, sync_playwright
 from servers import LOOPBACK, free_port, serving, ui_server
 
+from hw1track.tracking.names import TAG_GROUP
 from hw1track.tracking.query import StoreReader
 
 EXPERIMENT = "part1_1b"
-TINY = ("--set", "epochs=1", "--set", "train_size=500", "--set", "test_size=200", "--threads", "1")
+MODELS = ("cnn1", "cnn2", "cnn3")
+SEEDS = 2
+TINY = ("--set", "epochs=1", "--set", "train_size=500", "--set", "test_size=200", "--threads", "1",
+        "--seeds", str(SEEDS))
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -38,7 +44,7 @@ VIEWPORT = {"width": 1400, "height": 900}
 
 @pytest.fixture(scope="module")
 def analysed_store(tmp_path_factory, data_root) -> Path:
-    """A folder whose default store (mlflow.db, mlruns/) holds one finished, analysed part1_1b run."""
+    """A folder whose default store (mlflow.db, mlruns/) holds one finished, analysed part1_1b run of two seeds."""
     folder = tmp_path_factory.mktemp("ui-store")
     ran = hw1track("run", EXPERIMENT, *TINY, cwd=folder)
     assert ran.returncode == 0, ran.stderr
@@ -73,7 +79,7 @@ def test_browser_shows_runs_metrics_and_figures(analysed_store, tmp_path):
     parent = reader.latest_parent(EXPERIMENT)
     children = reader.children(parent)
     figures = sorted(Path(p).name for p in reader.artifacts(parent, "figures"))
-    assert [c.info.run_name for c in children] == ["cnn1", "cnn2", "cnn3"] and figures
+    assert [c.info.run_name for c in children] == [*MODELS, *(f"{m}#1" for m in MODELS)] and figures
     parent_name, child = parent.info.run_name, children[0]
     shot = tmp_path / "parent-figure.png"
 
@@ -125,6 +131,66 @@ def test_browser_shows_runs_metrics_and_figures(analysed_store, tmp_path):
 
     assert png_size(shot) == (VIEWPORT["width"], VIEWPORT["height"])
     assert shot.stat().st_size > 30_000  # a rendered page with a plotted figure, not a blank one
+
+
+def runs_table_groups(page: Page) -> dict[str | None, tuple[int, set[str]]]:
+    """The grouped runs table as shown: {group value: (the count on its badge, the run names listed under it)}.
+
+    Read from the Run Name column in row order, because the table says which run
+    belongs to which group only by where the run's row sits; the runs without the
+    tag ("Additional runs", collapsed) are under None.
+    """
+    cells = page.evaluate("""() => [...document.querySelectorAll('[role=row]')]
+        .map(row => [Number(row.getAttribute('aria-rowindex')), row.querySelector('[col-id="attributes.`Run Name`"]')])
+        .filter(([, cell]) => cell).sort(([a], [b]) => a - b)
+        .map(([, cell]) => ({badge: cell.querySelector('[role=status]')?.innerText ?? null, text: cell.innerText}))""")
+    groups: dict[str | None, tuple[int, set[str]]] = {}
+    names: set[str] = set()
+    for cell in cells:
+        if cell["badge"] is not None:
+            label = re.search(r"Group: (\S+)", cell["text"])
+            assert label or "Additional runs" in cell["text"], cell
+            names = set()
+            groups[label[1] if label else None] = (int(cell["badge"]), names)
+        else:
+            names.add(cell["text"].strip().splitlines()[-1])
+    return groups
+
+
+@pytest.mark.slow
+def test_browser_groups_the_replicates_of_each_configuration(analysed_store, tmp_path):
+    """What a user does to see seed noise in the UI: Group by the tag hw1track.group, one group per configuration.
+
+    The expected groups come from the models and the seed count, not from the
+    tags, so a tag that differed between replicates (one group per run) or was
+    missing (every run under "Additional runs") fails here.
+    """
+    reader = StoreReader(f"sqlite:///{analysed_store / 'mlflow.db'}")
+    children = reader.children(reader.latest_parent(EXPERIMENT))
+    tags = {run.info.run_name: run.data.tags.get(TAG_GROUP) for run in children}
+    expected = {tags[model]: (SEEDS, {model, f"{model}#1"}) for model in MODELS}
+    shot = tmp_path / "grouped-runs.png"
+
+    with ui_server(tmp_path / "ui.log", cwd=analysed_store) as (url, _), chromium_page() as page:
+        expect.set_options(timeout=TIMEOUT_MS)
+        page.goto(f"{url}/")
+        page.get_by_role("button", name="Model training").click()
+        page.get_by_role("link", name=f"hw1/{EXPERIMENT}", exact=True).click()
+        # The group-by choice is not in the URL (MLflow keeps it in the browser's local storage): pick it in the menu.
+        page.get_by_role("button", name="Group by", exact=True).click()
+        menu = page.get_by_role("menu")
+        menu.get_by_placeholder("Search").fill(TAG_GROUP)
+        menu.get_by_role("menuitemcheckbox", name=TAG_GROUP, exact=True).click()
+        page.keyboard.press("Escape")
+        expect(page.get_by_role("button", name=f"Group by: {TAG_GROUP}")).to_be_visible()
+        for name in tags:  # groups open expanded, so every replicate is listed
+            expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
+        shown = runs_table_groups(page)
+        page.screenshot(path=str(shot))
+
+    assert shown.pop(None)[0] == 1  # the parent run, which has no group tag
+    assert shown == expected
+    assert png_size(shot) == (VIEWPORT["width"], VIEWPORT["height"])
 
 
 def _get_json(url: str) -> dict:
