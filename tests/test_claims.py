@@ -42,6 +42,12 @@ def test_one_seed_gives_no_interval_and_no_verdict():
     assert difference_of_means("c", "s", [1.0], [0.0], "Δ").verdict == INCONCLUSIVE
 
 
+def test_seeds_that_agree_exactly_give_no_interval_rather_than_certainty():
+    claim = mean_above("c", "s", [-0.9, -0.9], "ρ")
+    assert claim.verdict == INCONCLUSIVE and math.isnan(claim.ci_low) and "agree exactly" in claim.detail
+    assert mean_above("c", "s", [0.5, math.nan, 0.7], "ρ").n_seeds == 2  # a seed without a value is not counted
+
+
 def test_equivalence_needs_the_whole_interval_inside_the_margin():
     at_chance = _noisy(0.1, 4, spread=0.002)
     assert equivalent_to("c", "s", at_chance, 0.1, 0.02, "acc − 0.1").verdict == SUPPORTED
@@ -70,7 +76,8 @@ def test_a_log_band_is_a_geometric_mean_and_one_curve_has_none():
     curves = pd.DataFrame({"a": [1.0, 10.0], "b": [100.0, 10.0]}, index=[0, 1])
     summary = band(curves, log=True)
     assert summary["mean"].tolist() == pytest.approx([10.0, 10.0])
-    assert summary.loc[1, "low"] == pytest.approx(10.0) and summary.loc[0, "low"] < 1.0 < 100 < summary.loc[0, "high"]
+    assert summary.loc[0, "low"] < 1.0 < 100 < summary.loc[0, "high"]
+    assert math.isnan(summary.loc[1, "low"])  # both curves at 10: no spread, no band
     single = band(curves[["a"]])
     assert single["n"].tolist() == [1, 1] and single["low"].isna().all()
 

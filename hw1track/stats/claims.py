@@ -75,10 +75,13 @@ def verdict(low: float, high: float, threshold: float = 0.0, direction: int = +1
     return SUPPORTED if high < threshold else NOT_SUPPORTED if low > threshold else INCONCLUSIVE
 
 
-def _one_seed_note(n_seeds: int, detail: str) -> str:
-    if n_seeds >= 2:
+def _no_interval_note(n_seeds: int, low: float, detail: str) -> str:
+    """Why a claim has no verdict, when it has none for want of an interval."""
+    if not math.isnan(low):
         return detail
-    return "; ".join(part for part in (detail, "rests on one seed: no interval, no verdict") if part)
+    why = ("rests on one seed: no interval, no verdict" if n_seeds < 2
+           else "the seeds agree exactly: no spread to build an interval from, no verdict")
+    return "; ".join(part for part in (detail, why) if part)
 
 
 def directional(id: str, statement: str, interval: Interval, effect_name: str, *, n_seeds: int,
@@ -86,13 +89,15 @@ def directional(id: str, statement: str, interval: Interval, effect_name: str, *
                 detail: str = "") -> Claim:
     """A claim that an effect lies above (`direction` +1) or below (−1) `threshold`, read off its interval."""
     return Claim(id, statement, interval.mean, effect_name, interval.low, interval.high, n_seeds,
-                 verdict(interval.low, interval.high, threshold, direction), method, _one_seed_note(n_seeds, detail))
+                 verdict(interval.low, interval.high, threshold, direction), method,
+                 _no_interval_note(n_seeds, interval.low, detail))
 
 
 def mean_above(id: str, statement: str, values: Sequence[float], effect_name: str, *, threshold: float = 0.0,
                direction: int = +1, detail: str = "") -> Claim:
-    """The mean of per-seed `values` (e.g. paired differences, per-seed slopes) beyond `threshold`."""
-    return directional(id, statement, mean_interval(values), effect_name, n_seeds=len(values), threshold=threshold,
+    """The mean of per-seed `values` (e.g. paired differences, per-seed slopes) beyond `threshold`; NaNs are dropped."""
+    interval = mean_interval(values)
+    return directional(id, statement, interval, effect_name, n_seeds=interval.n, threshold=threshold,
                        direction=direction, detail=detail)
 
 
@@ -103,18 +108,17 @@ def difference_of_means(id: str, statement: str, a: Sequence[float], b: Sequence
     The interval needs two values on each side; with fewer it is absent and the claim inconclusive.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
     effect = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
     if len(a) >= 2 and len(b) >= 2 and (a.std() > 0 or b.std() > 0):
         result = stats.ttest_ind(a, b, equal_var=False).confidence_interval(CONFIDENCE)
         low, high = float(result.low), float(result.high)
-    elif len(a) >= 2 and len(b) >= 2:  # no spread at all: the difference is exact
-        low = high = effect
     else:
         low = high = math.nan
     n_seeds = int(min(len(a), len(b)))
     return Claim(id, statement, effect, effect_name, low, high, n_seeds,
                  verdict(low, high, 0.0, direction), "Welch t interval of the difference of means",
-                 _one_seed_note(n_seeds, detail))
+                 _no_interval_note(n_seeds, low, detail))
 
 
 def equivalent_to(id: str, statement: str, values: Sequence[float], target: float, margin: float,
@@ -129,8 +133,8 @@ def equivalent_to(id: str, statement: str, values: Sequence[float], target: floa
         outcome = NOT_SUPPORTED
     else:
         outcome = INCONCLUSIVE
-    return Claim(id, statement, interval.mean, effect_name, interval.low, interval.high, len(values), outcome,
-                 f"{INTERVAL_METHOD}, read against ±{margin:g}", _one_seed_note(len(values), detail))
+    return Claim(id, statement, interval.mean, effect_name, interval.low, interval.high, interval.n, outcome,
+                 f"{INTERVAL_METHOD}, read against ±{margin:g}", _no_interval_note(interval.n, interval.low, detail))
 
 
 def correlation(id: str, statement: str, x: Sequence[float], y: Sequence[float], *, n_seeds: int,

@@ -38,7 +38,7 @@ class Interval:
 
 
 def mean_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> Interval:
-    """The mean of `values` (NaNs dropped) with its Student t interval."""
+    """The mean of `values` (NaNs dropped) with its Student t interval; NaN bounds for one value or no spread."""
     data = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     n = len(data)
     if n == 0:
@@ -48,7 +48,7 @@ def mean_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> In
         return Interval(mean, math.nan, math.nan, n)
     sem = float(data.std(ddof=1)) / math.sqrt(n)
     if sem == 0.0:
-        return Interval(mean, mean, mean, n)
+        return Interval(mean, math.nan, math.nan, n)
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
     return Interval(mean, float(low), float(high), n)
 
