@@ -1,63 +1,117 @@
-"""part1_3c_ii figure: final loss and accuracy with sensitivity and sharpness, against the batch size."""
+"""part1_3c_ii figure and claims: final loss and accuracy with sensitivity and sharpness, against the batch size.
+
+Every batch size is trained once per replicate, all batch sizes of one
+replicate from the same initial weights; the figure shows each batch size's
+mean over replicates with its 95 % interval, and the claims correlate a measure
+with the batch size within each replicate before averaging over replicates, so
+that what a seed shifts for every batch size alike does not count as noise.
+"""
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 from mlflow.entities import Run
 
-from hw1track.reporting.plotting import subplots
-from hw1track.tracking.query import StoreReader
+from hw1track.reporting.plotting import bounded_interval, plot_points, seeds_text, subplots
+from hw1track.stats.claims import Claim, trend_over_seeds
+from hw1track.stats.intervals import Interval
+from hw1track.tracking.names import PARAM_REPLICATE
+from hw1track.tracking.query import StoreReader, replicate
 
 SHARPNESS_PREFIX = "sharpness_eps"
+SHARPNESS_CLAIMED = "sharpness_eps1e-3"
 TRAIN_COLOR, TEST_COLOR = "tab:blue", "tab:orange"
+# With error bars, train and test of one batch size sit this factor left and right of it, so their bars do not overlap.
+DODGE = {"train": 10 ** -0.02, "test": 10 ** 0.02}
+# The range each plotted quantity cannot leave, so that a few seeds' intervals stay on the axis.
+ACCURACY_RANGE, NON_NEGATIVE = (0.0, 1.0), (0.0, math.inf)
 
 
 def _final_values(children: list[Run]) -> pd.DataFrame:
-    rows = [{"batch_size": int(run.data.params["batch_size"]), **run.data.metrics} for run in children]
-    return pd.DataFrame(rows).sort_values("batch_size").reset_index(drop=True)
+    """One row per trained model: its batch size, replicate and final metrics."""
+    rows = [{"batch_size": int(run.data.params["batch_size"]), PARAM_REPLICATE: replicate(run), **run.data.metrics}
+            for run in children]
+    return pd.DataFrame(rows).sort_values(["batch_size", PARAM_REPLICATE]).reset_index(drop=True)
 
 
-def _plot_loss_and_accuracy(ax, final: pd.DataFrame) -> None:
+def _per_batch_size(final: pd.DataFrame, key: str, bounds: tuple[float, float]) -> list[Interval]:
+    """The mean and interval of `key` over the replicates of each batch size, smallest batch first."""
+    return [bounded_interval(values, *bounds) for _, values in final.groupby("batch_size")[key]]
+
+
+def _plot_loss_and_accuracy(ax, final: pd.DataFrame, n_seeds: int) -> None:
+    batch_sizes = sorted(final.batch_size.unique())
     for split, color in (("train", TRAIN_COLOR), ("test", TEST_COLOR)):
-        ax.plot(final.batch_size, final[f"{split}_loss"], "-o", color=color, label=f"{split} cross-entropy")
-        ax.plot(final.batch_size, final[f"{split}_acc"], "--s", color=color, label=f"{split} accuracy")
+        x = [b * DODGE[split] for b in batch_sizes] if n_seeds > 1 else batch_sizes
+        plot_points(ax, x, _per_batch_size(final, f"{split}_loss", NON_NEGATIVE), fmt="-o", color=color,
+                    label=f"{split} cross-entropy")
+        plot_points(ax, x, _per_batch_size(final, f"{split}_acc", ACCURACY_RANGE), fmt="--s", color=color,
+                    label=f"{split} accuracy")
     ax.set(xscale="log", xlabel="batch size (log scale)",
            ylabel="cross-entropy (nats)  /  accuracy (fraction)")
-    ax.set_xticks(final.batch_size, [str(b) for b in final.batch_size], rotation=45, fontsize=8)
+    ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes], rotation=45, fontsize=8)
     ax.minorticks_off()
 
 
-def _legend(ax, twin) -> None:
-    lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(lines, [line.get_label() for line in lines], loc="center left", fontsize=7)
+def _legend(ax, twin, n_seeds: int) -> None:
+    """Inside the panel for one seed; below it for several, whose longer labels would hide the error bars."""
+    lines, labels = (a + b for a, b in zip(ax.get_legend_handles_labels(), twin.get_legend_handles_labels()))
+    if n_seeds > 1:
+        ax.legend(lines, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7)
+    else:
+        ax.legend(lines, labels, loc="center left", fontsize=7)
 
 
 def figures(reader: StoreReader, parent: Run) -> dict:
     final = _final_values(reader.children(parent))
+    batch_sizes = sorted(final.batch_size.unique())
+    n_seeds = int(final.groupby("batch_size").size().max())
     sharpness_keys = sorted((key for key in final.columns if key.startswith(SHARPNESS_PREFIX)),
                             key=lambda key: -float(key.removeprefix(SHARPNESS_PREFIX)))
-    updates = ", ".join(f"{b}: {int(u)}" for b, u in zip(final.batch_size, final.n_updates))
+    updates = ", ".join(f"{b}: {int(u)}" for b, u in final.groupby("batch_size").n_updates.first().items())
 
     fig, (left, right) = subplots(1, 2, width=6.2, height=4.6)
-    _plot_loss_and_accuracy(left, final)
+    _plot_loss_and_accuracy(left, final, n_seeds)
     sensitivity_ax = left.twinx()
-    sensitivity_ax.plot(final.batch_size, final.sensitivity, "-^", color="tab:green", linewidth=2,
-                        label="sensitivity (test)")
+    plot_points(sensitivity_ax, batch_sizes, _per_batch_size(final, "sensitivity", NON_NEGATIVE), fmt="-^",
+                color="tab:green", label="sensitivity (test)", linewidth=2)
     sensitivity_ax.set_ylabel("sensitivity: mean ‖∂softmax/∂x‖_F", color="tab:green")
     sensitivity_ax.grid(False)
     left.set_title("Sensitivity vs batch size")
-    _legend(left, sensitivity_ax)
+    _legend(left, sensitivity_ax, n_seeds)
 
-    _plot_loss_and_accuracy(right, final)
+    _plot_loss_and_accuracy(right, final, n_seeds)
     sharpness_ax = right.twinx()
     for key, color in zip(sharpness_keys, ("tab:red", "tab:purple")):
         epsilon = key.removeprefix(SHARPNESS_PREFIX)
-        sharpness_ax.plot(final.batch_size, final[key], "-D", color=color, linewidth=2,
-                          label=f"sharpness, ε = {epsilon}")
+        plot_points(sharpness_ax, batch_sizes, _per_batch_size(final, key, NON_NEGATIVE), fmt="-D", color=color,
+                    label=f"sharpness, ε = {epsilon}", linewidth=2)
     sharpness_ax.set_ylabel("sharpness φ_ε (% rise of training loss)", color="tab:red")
     sharpness_ax.grid(False)
     right.set_title("Sharpness (Keskar et al. 2017) vs batch size")
-    _legend(right, sharpness_ax)
+    _legend(right, sharpness_ax, n_seeds)
 
-    fig.suptitle(f"MNIST MLP, same epochs for every batch size (updates per model: {updates})", fontsize=9)
+    fig.suptitle(f"MNIST MLP, same epochs for every batch size, {seeds_text(n_seeds)} each "
+                 f"(updates per model: {updates})", fontsize=9)
     return {"batch_size": fig}
+
+
+def claims(reader: StoreReader, parent: Run) -> list[Claim]:
+    """Per replicate, the trend of a measure against log10 of the batch size; the claim is on its mean."""
+    final = _final_values(reader.children(parent))
+
+    def along_batch_size(key: str) -> dict[int, tuple[list[float], list[float]]]:
+        return {int(index): (rows.batch_size.tolist(), rows[key].tolist())
+                for index, rows in final.groupby(PARAM_REPLICATE)}
+
+    return [
+        trend_over_seeds("part1_3c_ii.sharpness_grows_with_batch_size",
+                         "Sharpness φ_ε (ε = 1e-3, Keskar et al. 2017) grows with the batch size.",
+                         along_batch_size(SHARPNESS_CLAIMED), SHARPNESS_CLAIMED, "batch size"),
+        trend_over_seeds("part1_3c_ii.sensitivity_falls_with_batch_size",
+                         "Sensitivity (mean Frobenius norm of the softmax's input Jacobian on the test set) falls as "
+                         "the batch size grows.", along_batch_size("sensitivity"), "sensitivity", "batch size",
+                         direction=-1),
+    ]

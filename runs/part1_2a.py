@@ -49,7 +49,7 @@ def run(cfg: Config, ctx: RunContext) -> None:
             model = seeded_model(lambda: mlp(WIDTHS), seed, ctx.device)
             snapshots = WeightSnapshots(model, epochs)
             members[replicate.name(f"dnn/run{training}")] = Member(
-                model, seed, params={"widths": describe(WIDTHS), "training": training,
+                model, seed, params={"model": "dnn", "widths": describe(WIDTHS), "training": training,
                                      "snapshot_epochs": ",".join(map(str, epochs)), **replicate.params},
                 on_epoch=snapshots, log_artifacts=lambda child, _model, snapshots=snapshots: snapshots.log(child))
     # Each training is another seed of the same net: all of them, in every replicate, form one group.

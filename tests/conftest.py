@@ -67,3 +67,22 @@ def hw1track(*args: str, cwd: Path, env: dict[str, str] | None = None,
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "hw1track.cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def check_claim(claim, n_seeds: int, direction: int = +1) -> None:
+    """Every field claims.json promises is there, and the verdict is the one its interval reads in `direction`."""
+    import math
+
+    from hw1track.stats.claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, VERDICTS
+
+    record = claim.as_dict()
+    assert {"id", "statement", "effect", "effect_name", "ci_low", "ci_high", "n_seeds", "verdict"} <= set(record)
+    assert claim.statement and claim.effect_name and claim.method and claim.detail
+    assert claim.n_seeds == n_seeds and not math.isnan(claim.effect) and claim.verdict in VERDICTS
+    if math.isnan(claim.ci_low):  # one seed, or seeds that agree exactly: no interval, no verdict
+        assert claim.verdict == INCONCLUSIVE and math.isnan(claim.ci_high)
+        return
+    above, below = claim.ci_low > 0, claim.ci_high < 0
+    predicted, contradicted = (above, below) if direction > 0 else (below, above)
+    assert claim.verdict == (SUPPORTED if predicted else NOT_SUPPORTED if contradicted else INCONCLUSIVE)
+    assert claim.ci_low <= claim.effect <= claim.ci_high and "Student t" in claim.method

@@ -11,7 +11,7 @@ from sklearn.decomposition import PCA
 from analysis import part1_2a as analysis
 from hw1track.measures.pca import project_jointly
 from hw1track.measures.snapshots import ARTIFACT, load_snapshots, snapshot_epochs
-from hw1track.tracking.query import StoreReader
+from hw1track.tracking.query import StoreReader, replicate
 from hw1track.training.models import mlp, n_params
 from runs import part1_2a
 
@@ -44,21 +44,27 @@ def test_project_jointly_fits_one_pca_on_all_runs():
     assert not np.allclose(np.abs(own), np.abs(joint.points[0]), atol=1e-3)
 
 
+SEEDS = 2
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """One tiny part1_2a study shared by the tests below: 8 trainings, snapshots at epochs 0, 2 and 3."""
+    """One tiny part1_2a study shared by the tests below: 8 trainings × 2 replicates, snapshots at epochs 0, 2, 3."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('part1_2a') / 'mlflow.db'}"
-    parent_id = run_quick("part1_2a", uri, "epochs=3", "snapshot_every=2", "train_size=512", "test_size=256")
+    parent_id = run_quick("part1_2a", uri, "epochs=3", "snapshot_every=2", "train_size=512", "test_size=256",
+                          seeds=SEEDS)
     reader = StoreReader(uri)
     return uri, reader, reader.client.get_run(parent_id)
 
 
 @pytest.mark.slow
-def test_eight_trainings_with_distinct_seeds_store_their_snapshots(study, tmp_path):
+def test_eight_trainings_per_replicate_with_distinct_seeds_store_their_snapshots(study, tmp_path):
     _, reader, parent = study
     children = reader.children(parent)
-    assert len(children) == 8
-    assert len({run.data.params["seed"] for run in children}) == 8
+    assert len(children) == 8 * SEEDS
+    assert len({run.data.params["seed"] for run in children}) == 8 * SEEDS
+    for index in range(SEEDS):
+        assert sorted(int(run.data.params["training"]) for run in children if replicate(run) == index) == list(range(8))
     history = reader.history(children, ["train_acc"])
     for run in children:
         path = reader.download(run, ARTIFACT, tmp_path / run.info.run_id)
@@ -79,6 +85,12 @@ def test_eight_trainings_with_distinct_seeds_store_their_snapshots(study, tmp_pa
 
 
 @pytest.mark.slow
+def test_every_training_of_every_replicate_is_another_seed_of_one_net(study):
+    _, reader, parent = study
+    assert len({run.data.tags["hw1track.group"] for run in reader.children(parent)}) == 1
+
+
+@pytest.mark.slow
 def test_analysis_projects_every_run_with_the_one_pca_and_logs_its_ratios(study):
     _, reader, parent = study
     figures = analysis.figures(reader, parent)
@@ -87,7 +99,7 @@ def test_analysis_projects_every_run_with_the_one_pca_and_logs_its_ratios(study)
     trajectories = analysis.load_trajectories(reader, reader.children(parent))
     for view, name in (("whole", "whole"), ("first_layer", "layer1")):
         joint = analysis.project_view(trajectories, view)
-        assert joint.pca.n_samples_ == 8 * 3
+        assert joint.pca.n_samples_ == 8 * SEEDS * 3
         assert logged[f"pca_{name}_explained_var_1"] == pytest.approx(joint.explained_variance_ratio[0])
         assert logged[f"pca_{name}_explained_var_2"] == pytest.approx(joint.explained_variance_ratio[1])
         assert 0 < logged[f"pca_{name}_explained_var_2"] <= logged[f"pca_{name}_explained_var_1"] < 1
@@ -107,3 +119,42 @@ def test_analyze_in_a_fresh_process_draws_both_views_and_logs_the_metrics(study,
                                                                                       "pca_whole.png"]
     for name in METRICS:
         assert len(reader.client.get_metric_history(parent.info.run_id, name)) == logged_before[name] + 1
+
+
+@pytest.mark.slow
+def test_figures_draw_every_path_of_every_replicate_and_name_the_count(study):
+    _, reader, parent = study
+    children = reader.children(parent)
+    figures = analysis.figures(reader, parent)
+    for figure in figures.values():
+        (ax,) = figure.axes
+        assert len(ax.lines) == 8 * SEEDS  # one path per training and replicate
+        assert f"8 trainings × {SEEDS} seeds = {8 * SEEDS} paths" in ax.get_title()
+        # colour by training, marker by replicate: one legend entry each, not one per path
+        (legend,) = figure.legends
+        labels = [text.get_text() for text in legend.get_texts()]
+        assert labels == [f"training {i}" for i in range(8)] + [f"replicate {r}" for r in range(SEEDS)]
+        colors = {}
+        for line in ax.lines:
+            colors.setdefault(line.get_color(), set()).add(line.get_linestyle())
+        assert len(colors) == 8 and all(len(styles) == SEEDS for styles in colors.values())
+        # only each path's last point carries its accuracy
+        finals = sorted(round(100 * run.data.metrics["train_acc"], 1) for run in children)
+        assert sorted(float(text.get_text()) for text in ax.texts) == finals
+
+
+@pytest.mark.slow
+def test_figures_with_one_seed_look_as_before_replicates(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent_id = run_quick("part1_2a", uri, "epochs=1", "snapshot_every=1", "train_size=256", "test_size=128",
+                          seeds=1)
+    reader = StoreReader(uri)
+    parent = reader.client.get_run(parent_id)
+    children = reader.children(parent)
+    for figure in analysis.figures(reader, parent).values():
+        (ax,) = figure.axes
+        assert not figure.legends and len(ax.lines) == 8
+        assert "one PCA fitted on the snapshots of all 8 runs" in ax.get_title() and "seed" not in ax.get_title()
+        assert [text.get_text() for text in ax.get_legend().get_texts()] == [
+            f"{run.data.params['model']} (seed {run.data.params['seed']})" for run in children]
+        assert len(ax.texts) == 8 * 2  # every snapshot, epochs 0 and 1, labelled

@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 from conftest import run_quick
+from matplotlib.collections import PolyCollection
 
 from analysis import part1_2b as analysis
+from hw1track.tracking.query import replicate
 from hw1track.training.fit import fit
 from hw1track.training.models import mlp, n_params, seeded_model
 from hw1track.training.targets import sample_target
@@ -58,38 +60,68 @@ def test_logged_grad_norm_is_the_l2_norm_of_the_concatenated_gradient_of_all_par
     assert sorted(recorded.series["grad_norm"]) == [1, 2, 3, 4, 5, 6]
 
 
+def _bands(ax) -> list[PolyCollection]:
+    return [c for c in ax.collections if isinstance(c, PolyCollection)]
+
+
 @pytest.mark.slow
 def test_both_models_log_loss_and_grad_norm_at_every_iteration(store_uri, reader):
     parent_id = run_quick("part1_2b", store_uri, "sinc_iterations=60", "mnist_epochs=2", "train_size=640",
-                          "test_size=200")
+                          "test_size=200", seeds=2)
     parent = reader.client.get_run(parent_id)
-    children = {run.data.params["data"]: run for run in reader.children(parent)}
-    assert set(children) == {"sinc", "mnist"}
-    assert children["sinc"].data.params["n_params"] == "1501"
-    assert children["mnist"].data.params["n_params"] == "418060"
-    assert children["sinc"].data.params["iterations"] == "60"
-    assert children["mnist"].data.params["iterations"] == str(2 * 640 // 128)
+    runs = reader.children(parent)
+    models = {data: [run for run in runs if run.data.params["data"] == data] for data in ("sinc", "mnist")}
+    assert len(runs) == 4 and [[replicate(run) for run in group] for group in models.values()] == [[0, 1], [0, 1]]
+    for data, group in models.items():
+        assert len({run.data.tags["hw1track.group"] for run in group}) == 1
+        assert len({run.data.params["seed"] for run in group}) == 2
+        assert group[0].data.params["n_params"] == {"sinc": "1501", "mnist": "418060"}[data]
+        assert group[0].data.params["iterations"] == {"sinc": "60", "mnist": str(2 * 640 // 128)}[data]
 
-    history = reader.history(children.values(), ["loss", "grad_norm"])
-    for data, run in children.items():
+    history = reader.history(runs, ["loss", "grad_norm"])
+    for run in runs:
         n_iterations = int(run.data.params["iterations"])
         for key in ("loss", "grad_norm"):
             series = history[(history.run_id == run.info.run_id) & (history.key == key)]
-            assert series.step.tolist() == list(range(1, n_iterations + 1)), (data, key)
+            assert series.step.tolist() == list(range(1, n_iterations + 1)), (run.info.run_name, key)
             assert (series.value > 0).all() and series.value.map(math.isfinite).all()
 
-    # The first logged values of the sinc fit are those of the seeded initial weights, recomputed here.
-    sinc = children["sinc"]
-    x, y = sample_target("sinc", int(sinc.data.params["n_train"]))
-    initial = seeded_model(lambda: mlp(part1_2b.SINC_WIDTHS), int(sinc.data.params["seed"]))
-    loss, norm = l2_norm_of_all_gradients(initial, x, y)
-    first = history[(history.run_id == sinc.info.run_id) & (history.step == 1)].set_index("key").value
-    assert first["loss"] == pytest.approx(loss, rel=1e-5)
-    assert first["grad_norm"] == pytest.approx(norm, rel=1e-5)
+    # The first logged values of each sinc fit are those of its seeded initial weights, recomputed here.
+    for sinc in models["sinc"]:
+        x, y = sample_target("sinc", int(sinc.data.params["n_train"]))
+        initial = seeded_model(lambda: mlp(part1_2b.SINC_WIDTHS), int(sinc.data.params["seed"]))
+        loss, norm = l2_norm_of_all_gradients(initial, x, y)
+        first = history[(history.run_id == sinc.info.run_id) & (history.step == 1)].set_index("key").value
+        assert first["loss"] == pytest.approx(loss, rel=1e-5)
+        assert first["grad_norm"] == pytest.approx(norm, rel=1e-5)
 
+    figures = analysis.figures(reader, parent)
+    assert set(figures) == {"grad_norm_sinc", "grad_norm_mnist"}
+    for name, figure in figures.items():
+        top, bottom = figure.axes
+        assert top.get_shared_x_axes().joined(top, bottom)
+        assert top.get_yscale() == "log" and "2 seeds" in top.get_title()
+        for ax in (top, bottom):
+            assert len(_bands(ax)) == 1, name
+            legend = [text.get_text() for text in ax.get_legend().get_texts()]
+            assert any("geometric mean of 2 seeds, 95% CI" in text for text in legend), (name, legend)
+
+    # Minibatch curves are banded over each seed's own running mean, never over a window spanning two seeds.
+    losses = history[history.key == "loss"]
+    trends = analysis._trends(losses, 7)
+    for run in runs:
+        mine = losses[losses.run_id == run.info.run_id].sort_values("step")
+        expected = mine.value.rolling(7, center=True, min_periods=1).mean().tolist()
+        assert trends[trends.run_id == run.info.run_id].sort_values("step").value.tolist() == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_one_seed_figures_are_plain_curves(store_uri, reader):
+    parent = reader.client.get_run(run_quick("part1_2b", store_uri, "sinc_iterations=20", "mnist_epochs=1",
+                                             "train_size=256", "test_size=100", seeds=1))
     figures = analysis.figures(reader, parent)
     assert set(figures) == {"grad_norm_sinc", "grad_norm_mnist"}
     for figure in figures.values():
         top, bottom = figure.axes
-        assert top.get_shared_x_axes().joined(top, bottom)
-        assert top.get_yscale() == "log"
+        assert "1 seed (no spread)" in top.get_title()
+        assert not _bands(top) and not _bands(bottom) and len(top.get_lines()) == len(bottom.get_lines()) == 1

@@ -1,14 +1,18 @@
-"""part1_2c: stacked training equals one-at-a-time training, phase 2 drives ‖∇L‖ down, and a run logs what SPEC.md names."""
+"""part1_2c: stacked training equals one-at-a-time training, phase 2 drives ‖∇L‖ down, a run logs what SPEC.md
+names, and the figures and claim count collapsed nets per replicate and leave them out of the correlation."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import run_quick
 from naive_reference import minimise_one_at_a_time
+from scipy.stats import spearmanr
 
 from analysis import part1_2c as analysis
 from hw1track.measures import curvature
 from hw1track.reporting.plotting import save_figures
+from hw1track.stats.claims import VERDICTS, verdict
+from hw1track.tracking.query import StoreReader
 from hw1track.training.full_batch import minimise, squared_grad_norm_objective
 from hw1track.training.models import mlp, n_params, seeded_model
 from hw1track.training.stacks import DenseReluStack, ModelStack
@@ -104,7 +108,7 @@ def test_phase2_lowers_the_gradient_norm_of_a_real_training():
 def test_a_run_logs_every_spec_metric_and_draws_the_figures(store_uri, reader, tmp_path):
     epochs, cap, threshold = 120, 30, 2e-3
     parent_id = run_quick("part1_2c", store_uri, "n_trainings=4", f"epochs={epochs}", f"phase2_steps={cap}",
-                          f"grad_norm_threshold={threshold}", "log_every=7")
+                          f"grad_norm_threshold={threshold}", "log_every=7", seeds=1)
     parent = reader.client.get_run(parent_id)
     children = reader.children(parent)
     assert len(children) == 4 and len({c.data.params["seed"] for c in children}) == 4
@@ -147,7 +151,88 @@ def test_a_run_logs_every_spec_metric_and_draws_the_figures(store_uri, reader, t
 
     figures = analysis.figures(reader, parent)
     assert set(figures) == {"minimal_ratio_vs_loss", "minimal_ratio_tol_vs_loss", "training_curves"}
-    points = sum(len(c.get_offsets()) for c in figures["minimal_ratio_vs_loss"].axes[0].collections)
-    assert points == 4
+    # one seed: the figure as before replicates existed, its legend on the axes and no correlation in the title
+    scatter = figures["minimal_ratio_vs_loss"].axes[0]
+    assert sum(len(c.get_offsets()) for c in scatter.collections) == 4
+    assert scatter.get_title().endswith("\n4 trainings of DNN 1-10-10-10-1 (P=251) on sinc")
+    collapsed = sum(child.data.tags["hw1track.stuck"] == "true" for child in children)
+    assert f"collapsed to a constant, dead ReLUs ({collapsed})" in _legend_texts(scatter.get_legend())
+    assert not figures["minimal_ratio_vs_loss"].legends
     paths = save_figures(figures, tmp_path / "figures")
     assert all(path.stat().st_size > 10_000 for path in paths)
+
+
+def _legend_texts(legend) -> list[str]:
+    return [text.get_text() for text in legend.get_texts()]
+
+
+SEEDS, TRAININGS = 2, 6
+
+
+@pytest.fixture(scope="module")
+def collapsing_study(tmp_path_factory):
+    """Two replicates at a phase-1 rate of 0.03, 30 times the recipe's: some nets' ReLUs all die, most live."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('part1_2c') / 'mlflow.db'}"
+    parent_id = run_quick("part1_2c", uri, f"n_trainings={TRAININGS}", "epochs=60", "lr=0.03", "phase2_steps=10",
+                          "log_every=7", seeds=SEEDS)
+    reader = StoreReader(uri)
+    parent = reader.client.get_run(parent_id)
+    children = reader.children(parent)
+    collapsed = {r: sum(c.data.tags["hw1track.stuck"] == "true" for c in children
+                        if c.data.params["replicate"] == str(r)) for r in range(SEEDS)}
+    # the setting must produce what the tests below are about: collapsed nets, and enough live ones for a ρ
+    assert 1 <= sum(collapsed.values()) <= SEEDS * TRAININGS - 4, collapsed
+    return reader, parent, children, collapsed
+
+
+@pytest.mark.slow
+def test_every_training_of_every_replicate_is_another_seed_of_one_net(collapsing_study):
+    _, _, children, _ = collapsing_study
+    assert len(children) == SEEDS * TRAININGS
+    assert len({child.data.params["seed"] for child in children}) == SEEDS * TRAININGS
+    assert len({child.data.tags["hw1track.group"] for child in children}) == 1
+    for r in range(SEEDS):
+        trainings = sorted(int(c.data.params["training"]) for c in children if c.data.params["replicate"] == str(r))
+        assert trainings == list(range(TRAININGS))
+
+
+@pytest.mark.slow
+def test_scatter_shows_all_trainings_and_counts_the_collapsed_ones_per_replicate(collapsing_study):
+    reader, parent, children, collapsed = collapsing_study
+    figures = analysis.figures(reader, parent)
+    live = [c for c in children if c.data.tags["hw1track.stuck"] != "true"]
+    for name, ratio in (("minimal_ratio_vs_loss", "minimal_ratio"), ("minimal_ratio_tol_vs_loss", "minimal_ratio_tol")):
+        figure = figures[name]
+        scatter = figure.axes[0]
+        offsets = [c.get_offsets() for c in scatter.collections]
+        assert sum(len(points) for points in offsets) == SEEDS * TRAININGS
+        assert len(offsets[-1]) == sum(collapsed.values())  # the red crosses, drawn last
+        title = scatter.get_title()
+        assert f"{SEEDS * TRAININGS} trainings ({TRAININGS} per replicate × {SEEDS} seeds)" in title
+        rho = spearmanr([c.data.metrics[ratio] for c in live], [c.data.metrics["final_loss"] for c in live])
+        assert f"Spearman ρ = {rho.statistic:.2f}" in title
+        assert f"over the {len(live)} trainings that did not collapse" in title
+        (legend,) = figure.legends
+        (dead,) = [text for text in _legend_texts(legend) if text.startswith("dead ReLUs")]
+        assert f"{sum(collapsed.values())} of {SEEDS * TRAININGS} trainings collapsed to a constant" in dead
+        for r, count in collapsed.items():
+            assert f"replicate {r}: {count} of {TRAININGS}" in dead
+    assert f"({TRAININGS} per replicate × {SEEDS} seeds)" in figures["training_curves"].axes[0].get_title()
+
+
+@pytest.mark.slow
+def test_the_claim_correlates_the_live_trainings_of_all_replicates(collapsing_study):
+    reader, parent, children, collapsed = collapsing_study
+    (claim,) = analysis.claims(reader, parent)
+    fields = claim.as_dict()
+    assert {"id", "statement", "effect", "effect_name", "ci_low", "ci_high", "n_seeds", "verdict"} <= set(fields)
+    assert claim.id == "part1_2c.minimal_ratio_vs_loss" and claim.statement
+    assert claim.n_seeds == SEEDS and claim.verdict in VERDICTS
+    live = [c for c in children if c.data.tags["hw1track.stuck"] != "true"]
+    expected = spearmanr([c.data.metrics["minimal_ratio"] for c in live],
+                         [c.data.metrics["final_loss"] for c in live]).statistic
+    assert claim.effect == pytest.approx(expected)
+    assert str(len(live)) in claim.effect_name
+    assert claim.ci_low < claim.effect < claim.ci_high
+    assert claim.verdict == verdict(claim.ci_low, claim.ci_high, 0.0, direction=-1)
+    assert f"{sum(collapsed.values())} of {SEEDS * TRAININGS} trainings collapsed" in claim.detail

@@ -2,10 +2,17 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
-from conftest import hw1track, run_quick
+from conftest import check_claim, hw1track, run_quick
+from scipy import stats
 
+from analysis import part1_3b as analysis
+from hw1track.reporting.plotting import seeds_text
+from hw1track.stats.claims import INCONCLUSIVE, from_json
+from hw1track.tracking.names import CLAIMS_ARTIFACT
+from hw1track.tracking.query import by_group, replicate
 from hw1track.training.data import load_mnist, subset
 from hw1track.training.evaluation import evaluate_splits
 from hw1track.training.fit import fit
@@ -14,8 +21,9 @@ from hw1track.training.sinks import NullSink
 from hw1track.training.tasks import CLASSIFICATION
 from runs import part1_3b
 
-# params that legitimately differ between the models of the sweep
-VARYING = {"model", "width", "n_params", "seed"}
+# params that legitimately differ between the models of the sweep and between the replicates of one model
+VARYING = {"model", "width", "n_params", "seed", "replicate"}
+CLAIM_IDS = ["part1_3b.test_acc_rises_with_params", "part1_3b.generalisation_gap_grows_with_params"]
 
 
 def test_default_widths_span_two_decades_of_parameters():
@@ -28,16 +36,20 @@ def test_default_widths_span_two_decades_of_parameters():
 
 @pytest.mark.slow
 def test_quick_sweep_varies_only_the_dense_width_and_logs_full_set_final_metrics(store_uri, reader, tmp_path):
-    n_train, n_test, epochs = 600, 500, 1
-    parent_id = run_quick("part1_3b", store_uri, f"epochs={epochs}", f"train_size={n_train}", f"test_size={n_test}")
+    n_train, n_test, epochs, n_seeds = 600, 500, 1, 2
+    parent_id = run_quick("part1_3b", store_uri, f"epochs={epochs}", f"train_size={n_train}", f"test_size={n_test}",
+                          seeds=n_seeds)
     parent = reader.client.get_run(parent_id)
     children = reader.children(parent)
     cfg = part1_3b.PRESETS["quick"]
-    assert len(children) == len(cfg.widths) >= 10
+    assert len(children) == len(cfg.widths) * n_seeds and len(cfg.widths) >= 10
 
-    widths = [int(child.data.params["width"]) for child in children]
-    sizes = [int(child.data.params["n_params"]) for child in children]
+    groups = sorted(by_group(children).values(), key=lambda runs: int(runs[0].data.params["n_params"]))
+    widths = [int(runs[0].data.params["width"]) for runs in groups]
+    sizes = [int(runs[0].data.params["n_params"]) for runs in groups]
     assert widths == list(cfg.widths) and len(set(widths)) == len(widths)
+    assert all(sorted(replicate(run) for run in runs) == list(range(n_seeds)) for runs in groups)
+    assert all({run.data.params["width"] for run in runs} == {runs[0].data.params["width"]} for runs in groups)
     assert math.log10(max(sizes) / min(sizes)) >= 2
     shared = [{k: v for k, v in child.data.params.items() if k not in VARYING} for child in children]
     assert all(params == shared[0] for params in shared)
@@ -48,7 +60,8 @@ def test_quick_sweep_varies_only_the_dense_width_and_logs_full_set_final_metrics
     splits = {"train": subset(mnist.train_x, mnist.train_y, n_train, 0),
               "test": subset(mnist.test_x, mnist.test_y, n_test, 0)}
     conv_shapes = set()
-    for child, width, size in zip(children, widths, sizes):
+    for child in children:
+        width, size = int(child.data.params["width"]), int(child.data.params["n_params"])
         history = reader.history([child], ["train_loss", "test_loss", "train_acc", "test_acc"])
         assert set(history.groupby("key").step.max()) == {epochs}
         # the logged weights are the model the params describe, and its last logged metrics are
@@ -69,16 +82,77 @@ def test_quick_sweep_varies_only_the_dense_width_and_logs_full_set_final_metrics
     names = {"loss_vs_params.png", "accuracy_vs_params.png"}
     assert {p.name for p in (out / "part1_3b").iterdir()} == names
     assert {a.path for a in reader.client.list_artifacts(parent_id, "figures")} == {f"figures/{n}" for n in names}
+    logged_claims = from_json(reader.download(parent, CLAIMS_ARTIFACT).read_text())
+    assert [claim.id for claim in logged_claims] == CLAIM_IDS
+    assert all(claim.id in drawn.stdout for claim in logged_claims)
 
-    from analysis import part1_3b as analysis
+    figures = analysis.figures(reader, parent)
+    # each width is one point per split: the mean of its seeds with a 95 % t interval as its error bar
+    (axes,) = figures["loss_vs_params"].axes
+    assert axes.get_xscale() == "log" and seeds_text(n_seeds) in axes.get_title()
+    bars = {container.get_label(): container for container in axes.containers}
+    train_bars = next(bar for label, bar in bars.items() if label.startswith("train") and f"{n_seeds} seeds" in label)
+    losses = np.array([[run.data.metrics["train_loss"] for run in runs] for runs in groups])
+    logs = np.log10(losses)
+    low, high = stats.t.interval(0.95, n_seeds - 1, loc=logs.mean(axis=1), scale=stats.sem(logs, axis=1))
+    assert train_bars.lines[0].get_ydata() == pytest.approx(10 ** logs.mean(axis=1), rel=1e-9)
+    assert train_bars.lines[0].get_xdata() == pytest.approx(sizes, rel=0.05)  # train and test sit either side of P
+    segments = train_bars.lines[2][0].get_segments()
+    assert [segment[0][1] for segment in segments] == pytest.approx(10 ** low, rel=1e-9)
+    assert [segment[1][1] for segment in segments] == pytest.approx(10 ** high, rel=1e-9)
+    (accuracy_axes,) = figures["accuracy_vs_params"].axes
+    assert len(accuracy_axes.containers) == 2 and seeds_text(n_seeds) in accuracy_axes.get_title()
+    for container in accuracy_axes.containers:  # no interval of an accuracy reaches past 0 or 1
+        ends = np.concatenate([segment[:, 1] for segment in container.lines[2][0].get_segments()])
+        assert ends.min() >= 0 and ends.max() <= 1
 
-    figure = analysis.figures(reader, parent)["loss_vs_params"]
-    (axes,) = figure.axes
-    assert axes.get_xscale() == "log"
-    train_line = next(line for line in axes.lines if line.get_label() == "train")
-    assert list(train_line.get_xdata()) == sorted(sizes)
-    by_size = sorted(children, key=lambda child: int(child.data.params["n_params"]))
-    assert list(train_line.get_ydata()) == [child.data.metrics["train_loss"] for child in by_size]
+    # the claims fit each seed's trend against log10 P, then average the seeds' slopes
+    claims = {claim.id: claim for claim in analysis.claims(reader, parent)}
+    assert list(claims) == CLAIM_IDS
+    per_seed = _per_seed(children)
+    expected = {
+        "part1_3b.test_acc_rises_with_params": [
+            stats.linregress(np.log10([int(r.data.params["n_params"]) for r in runs]),
+                             [r.data.metrics["test_acc"] for r in runs]).slope for runs in per_seed],
+        "part1_3b.generalisation_gap_grows_with_params": [
+            stats.linregress(np.log10([int(r.data.params["n_params"]) for r in runs]),
+                             [r.data.metrics["test_loss"] - r.data.metrics["train_loss"] for r in runs]).slope
+            for runs in per_seed],
+    }
+    for claim_id, claim in claims.items():
+        check_claim(claim, n_seeds)
+        assert claim.effect == pytest.approx(np.mean(expected[claim_id]), rel=1e-9)
+    assert "test minus train cross-entropy" in claims["part1_3b.generalisation_gap_grows_with_params"].statement
+    assert claims == {claim.id: claim for claim in logged_claims}
+
+
+@pytest.mark.slow
+def test_one_seed_draws_plain_lines_and_leaves_the_claims_without_verdict(store_uri, reader):
+    parent_id = run_quick("part1_3b", store_uri, "epochs=1", "train_size=600", "test_size=300", "widths=6,46,360",
+                          seeds=1)
+    parent = reader.client.get_run(parent_id)
+    by_size = sorted(reader.children(parent), key=lambda child: int(child.data.params["n_params"]))
+    assert len(by_size) == 3
+
+    for name, metric in (("loss_vs_params", "loss"), ("accuracy_vs_params", "acc")):
+        (axes,) = analysis.figures(reader, parent)[name].axes
+        assert not axes.containers and seeds_text(1) in axes.get_title()  # no error bars: one seed has no spread
+        for split in ("train", "test"):
+            line = next(line for line in axes.lines if line.get_label() == split)
+            assert list(line.get_xdata()) == [int(child.data.params["n_params"]) for child in by_size]
+            assert list(line.get_ydata()) == [child.data.metrics[f"{split}_{metric}"] for child in by_size]
+
+    claims = analysis.claims(reader, parent)
+    assert [claim.id for claim in claims] == CLAIM_IDS
+    for claim in claims:
+        check_claim(claim, 1)
+        assert claim.verdict == INCONCLUSIVE and math.isnan(claim.ci_low) and "one seed" in claim.detail
+
+
+def _per_seed(children) -> list[list]:
+    """The models of each replicate, one list per replicate."""
+    return [[child for child in children if replicate(child) == index]
+            for index in sorted({replicate(child) for child in children})]
 
 
 def test_conv_models_train_channels_last_and_their_weights_load_into_a_plain_model():

@@ -99,3 +99,79 @@ def plot_intervals(ax, x, intervals: list[Interval], *, fmt: str = "-o", color: 
     n = max((i.n for i in intervals), default=0)
     shown = f"{label} (mean of {n} seeds, {CONFIDENCE:.0%} CI)" if n > 1 else label
     ax.errorbar(x, means, yerr=[below, above], fmt=fmt, color=color, capsize=3, label=shown)
+
+
+def geometric_interval(values) -> Interval:
+    """The mean and interval of log10 `values`, mapped back: what a point on a log axis can show.
+
+    An arithmetic t interval of two or three positive values easily reaches
+    below zero, which a log axis cannot draw; the geometric one stays positive,
+    as `band(log=True)` does for curves. Non-positive values count as missing.
+    """
+    import numpy as np
+
+    from hw1track.stats.intervals import mean_interval
+
+    data = np.asarray(list(values), dtype=float)
+    positive = data[data > 0]
+    if len(positive) < 2:  # no interval: the point is the value itself, not 10 ** log10 of it
+        return mean_interval(positive)
+    logged = mean_interval(np.log10(positive))
+    return Interval(10.0 ** logged.mean, 10.0 ** logged.low, 10.0 ** logged.high, logged.n)
+
+
+def plot_points(ax, x, intervals: list[Interval], *, fmt: str = "-o", color: str | None = None, label: str = "",
+                **style) -> None:
+    """Per-configuration means: with error bars (`plot_intervals`) once any point rests on several seeds.
+
+    When every point rests on one seed it is the plain line figures drew before
+    replicates existed, so a one-seed study's figure is unchanged; `style`
+    (linewidth, markersize, ...) applies to the line in both cases.
+    """
+    if max((interval.n for interval in intervals), default=0) < 2:
+        ax.plot(x, [interval.mean for interval in intervals], fmt, color=color, label=label, **style)
+        return
+    plot_intervals(ax, x, intervals, fmt=fmt, color=color, label=label)
+    data_line = ax.containers[-1].lines[0]
+    if style and data_line is not None:
+        data_line.set(**style)
+
+
+def bounded_interval(values, low: float = float("-inf"), high: float = float("inf")) -> Interval:
+    """`mean_interval` cut to the range the quantity cannot leave (an accuracy's [0, 1], a loss's [0, ∞)).
+
+    With two or three seeds the t interval easily reaches past such a bound,
+    which stretches a figure's axis over values nothing can take; its part
+    inside the range covers the true mean just as often.
+    """
+    from hw1track.stats.intervals import mean_interval
+
+    found = mean_interval(values)
+    if found.n < 2:
+        return found
+    return Interval(found.mean, min(max(found.low, low), high), max(min(found.high, high), low), found.n)
+
+
+def limit_to_lines(ax, *, margin: float = 0.05) -> None:
+    """Fit the y-axis to the drawn lines (means and single seeds), letting wider 95 % bands run off the panel.
+
+    With two or three seeds the t factor makes a band span decades; scaled to
+    the band, the curves it surrounds would be squeezed flat. A band cut at the
+    edge still says "wider than this".
+    """
+    import numpy as np
+
+    values = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+    values = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([])
+    if ax.get_yscale() == "log":
+        values = values[values > 0]
+    if values.size == 0:
+        return
+    low, high = float(values.min()), float(values.max())
+    if ax.get_yscale() == "log":
+        low, high = np.log10(low), np.log10(high)
+        pad = max(high - low, 0.1) * margin
+        ax.set_ylim(10 ** (low - pad), 10 ** (high + pad))
+    else:
+        pad = max(high - low, 1e-12) * margin
+        ax.set_ylim(low - pad, high + pad)

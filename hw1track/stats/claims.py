@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -79,7 +79,8 @@ def _no_interval_note(n_seeds: int, low: float, detail: str) -> str:
     """Why a claim has no verdict, when it has none for want of an interval."""
     if not math.isnan(low):
         return detail
-    why = ("rests on one seed: no interval, no verdict" if n_seeds < 2
+    why = ("no seed to compare: no interval, no verdict" if n_seeds == 0
+           else "rests on one seed: no interval, no verdict" if n_seeds == 1
            else "the seeds agree exactly: no spread to build an interval from, no verdict")
     return "; ".join(part for part in (detail, why) if part)
 
@@ -119,6 +120,32 @@ def difference_of_means(id: str, statement: str, a: Sequence[float], b: Sequence
     return Claim(id, statement, effect, effect_name, low, high, n_seeds,
                  verdict(low, high, 0.0, direction), "Welch t interval of the difference of means",
                  _no_interval_note(n_seeds, low, detail))
+
+
+def trend_over_seeds(id: str, statement: str, per_replicate: Mapping[int, tuple[Sequence[float], Sequence[float]]],
+                     quantity: str, along: str, *, direction: int = +1) -> Claim:
+    """A quantity rises (`direction` +1) or falls (−1) along a swept axis, judged replicate by replicate.
+
+    Within each replicate, the least-squares slope of the quantity against
+    log10 of the axis (the sweeps here are geometric: widths, P, batch sizes)
+    measures the trend; the claim is on the mean slope over replicates, so a
+    seed that lifts every configuration alike does not blur a trend every seed
+    shows. A slope, unlike a rank correlation, keeps its units (change per
+    decade) and does not come out identical for every seed.
+    """
+    slopes = {}
+    for index, (x, y) in sorted(per_replicate.items()):
+        x, y = np.log10(np.asarray(x, dtype=float)), np.asarray(y, dtype=float)
+        keep = ~np.isnan(y)
+        if keep.sum() >= 2 and np.ptp(x[keep]) > 0:
+            slopes[index] = float(np.polyfit(x[keep], y[keep], 1)[0])
+    values = list(slopes.values())
+    detail = "slope per replicate: " + ", ".join(f"{index}: {slope:.3g}" for index, slope in slopes.items())
+    if len(values) >= 2:
+        factor = stats.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1)
+        detail += f"; with {len(values)} seeds the interval is the mean ± {factor:.3g} standard errors"
+    return mean_above(id, statement, values, f"mean slope of {quantity} per decade of {along}", direction=direction,
+                      detail=detail)
 
 
 def equivalent_to(id: str, statement: str, values: Sequence[float], target: float, margin: float,
