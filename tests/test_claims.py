@@ -89,3 +89,24 @@ def test_claims_survive_json_with_missing_bounds():
     back = from_json(text)
     assert [c.id for c in back] == ["part1_x.c", "part1_x.d"] and math.isnan(back[0].ci_low)
     assert back[1] == claims[1] and isinstance(back[1], Claim)
+
+
+@pytest.mark.parametrize("direction, verdict", [(+1, SUPPORTED), (-1, NOT_SUPPORTED)])
+def test_a_claim_read_from_the_store_flips_when_the_runs_contradict_it(store_uri, reader, direction, verdict):
+    """part1_3b's claims over runs written to a real store, with test accuracy built to rise, then to fall, with P."""
+    from analysis import part1_3b as analysis
+
+    from hw1track.tracking.runs import parent_run
+    from hw1track.tracking.store import Store
+
+    with parent_run(Store(store_uri), "part1_3b", "quick", "built", {}) as parent:
+        for seed in range(3):
+            for k, n_params in enumerate((10_000, 100_000, 1_000_000)):
+                params = {"model": f"dense{k}", "n_params": n_params, "replicate": seed, "seed": 1_000_000 * seed + k}
+                with parent.child(f"dense{k}#{seed}", params) as child:
+                    test_acc = 0.9 + direction * 0.02 * k + 0.002 * RNG.standard_normal()
+                    child.log_metrics({"test_acc": test_acc, "train_acc": 0.99, "train_loss": 0.05,
+                                       "test_loss": 0.05 + direction * 0.1 * k + 0.01 * RNG.standard_normal()}, step=1)
+    claims = {claim.id: claim for claim in analysis.claims(reader, reader.client.get_run(parent.run_id))}
+    for claim in claims.values():
+        assert claim.verdict == verdict and claim.n_seeds == 3, claim.line()

@@ -7,7 +7,9 @@ import pytest
 from conftest import hw1track, run_quick
 
 from hw1track.reporting.report import REPORT_ARTIFACT, run_link
+from hw1track.stats.claims import from_json
 from hw1track.study.discovery import discover
+from hw1track.tracking.names import CLAIMS_ARTIFACT
 from hw1track.tracking.query import StoreReader
 from hw1track.training.threads import intra_op_threads
 
@@ -61,6 +63,17 @@ def test_report_embeds_logged_and_drawn_figures_lists_missing_experiments_and_is
     assert parent.data.tags["hw1track.mnist_md5"] in section
     assert "<code>alphas_per_unit</code></td><td>20</td>" in section
     assert "<a href=" not in section  # a SQLite store has no UI to link to
+
+    # the claims come first in a section: as analyze logged them for part1_3c_i, computed for part1_2b (none)
+    logged_claims = from_json(reader.download(parent, CLAIMS_ARTIFACT, tmp_path / "claims").read_text())
+    assert logged_claims and section.index("<h3>Claims</h3>") < section.index("<h3>Figures</h3>")
+    assert "as logged by `hw1track analyze` (claims.json)" in section
+    for claim in logged_claims:
+        assert f"<code>{claim.id}</code>" in section and f'<span class="verdict {claim.verdict.replace(" ", "-")}">' \
+            in section
+    assert "<h3>Claims</h3>" not in _section(page, "part1_2b")
+    supported = sum(claim.verdict == "supported" for claim in logged_claims)
+    assert f"<td>{supported} of {len(logged_claims)}</td>" in page.split("<section>", 1)[0]  # the overview
 
     # the page is the artifact of a run of its own, which names the parents it was built from
     report_id = reader.store.experiment_id("report")
