@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HW1TRACK_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 export HW1TRACK_MNIST_DIR
 
-.PHONY: setup browser demo full test ui bench clean-store
+.PHONY: setup browser demo full test ui bench bench-replicates clean-store
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ ui: setup  ## browse the local store at http://127.0.0.1:5000
 
 bench: setup  ## hw1track vs a notebook-style reference, W1-W4 side by side, into BENCHMARKS.md (about half an hour)
 	$(BIN)/python benchmarks/vs_naive.py
+
+PRESET ?= quick
+bench-replicates: setup  ## each experiment at --seeds 1 vs --seeds k, side by side, into BENCHMARKS_REPLICATES.md
+	$(BIN)/python benchmarks/replicates.py --preset $(PRESET)
 
 clean-store:  ## delete the local tracking store (database and artifacts)
 	rm -rf mlflow.db mlruns figures

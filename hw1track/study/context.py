@@ -23,6 +23,7 @@ from hw1track.tracking.weights import restore_weights
 from hw1track.training import data as mnist_data
 from hw1track.training.driver import EpochHook
 from hw1track.training.fit import fit
+from hw1track.training.full_batch_replicates import fit_full_batch_together, trains_full_batch
 from hw1track.training.mlp_stack import fit_together
 from hw1track.training.models import n_params, seeded_model
 from hw1track.training.tasks import CLASSIFICATION, Split, Task
@@ -119,7 +120,9 @@ class RunContext:
         Each member is logged, reused and restored exactly as `train_model`
         would do it; only the members that are not reused are trained, together.
         A lone member trains by `fit`, as `train_model` would train it, so one
-        replicate of a model gives the numbers it gave before replicates existed.
+        replicate of a model gives the numbers it gave before replicates existed;
+        full-batch MSE fits train as one hand-written stack
+        (`full_batch_replicates`), all others as an `mlp_stack.MlpStack`.
         `fit_options` are the driver's, as for `train_model` (stop_when, anneal_lr,
         log_iterations); `per_replicate` names params that only number samples of
         one configuration (see `ParentRun.child`).
@@ -145,7 +148,10 @@ class RunContext:
                 _log_trained(child, member.model, member.log_artifacts)
             elif trained:
                 chosen = [members[name] for name in trained]
-                results = fit_together([m.model for m in chosen], train, task=task, epochs=epochs,
+                # full-batch MSE fits (part1_1a, part1_2b's sinc net) train as one hand-written stack
+                full_batch = trains_full_batch([m.model for m in chosen], train, task, batch_size)
+                stack_fitter = fit_full_batch_together if full_batch else fit_together
+                results = stack_fitter([m.model for m in chosen], train, task=task, epochs=epochs,
                                        batch_size=batch_size, lr=lr, seeds=[m.seed for m in chosen],
                                        eval_splits=eval_splits, sinks=list(trained.values()),
                                        on_epoch=[m.on_epoch for m in chosen], desc=f"{len(chosen)} nets together",
