@@ -8,13 +8,7 @@ from __future__ import annotations
 
 from mlflow.entities import Run
 
-from hw1track.reporting.plotting import (
-    limit_to_lines,
-    plot_band,
-    run_colors,
-    seeds_text,
-    subplots,
-)
+from hw1track.reporting.plotting import (limit_to_lines, plot_band, run_colors, seeds_text, subplots)
 from hw1track.stats.claims import Claim, difference_of_means
 from hw1track.tracking.query import StoreReader, by_group
 

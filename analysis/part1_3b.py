@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from mlflow.entities import Run
 
-from hw1track.reporting.plotting import bounded_interval, geometric_interval, plot_points, seeds_text, subplots
+from hw1track.reporting.plotting import (bounded_interval, geometric_interval, plot_intervals, seeds_text,
+                                         subplots)
 from hw1track.stats.claims import Claim, trend_over_seeds
 from hw1track.tracking.query import StoreReader, by_group, replicate
 
@@ -42,7 +43,7 @@ def figures(reader: StoreReader, parent: Run) -> dict:
             # a log axis cannot draw an arithmetic interval that reaches below zero
             intervals = [geometric_interval(v) if scale == "log" else bounded_interval(v, 0.0, 1.0) for v in values]
             x = [size * DODGE[split] for size in sizes] if n_seeds > 1 else sizes
-            plot_points(ax, x, intervals, fmt=style, color=color, label=split)
+            plot_intervals(ax, x, intervals, fmt=style, color=color, label=split)
         unit = " (log scale)" if scale == "log" else " (fraction)"
         if n_seeds > 1 and scale == "log":
             unit += ", geometric mean"

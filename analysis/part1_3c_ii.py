@@ -14,7 +14,7 @@ import math
 import pandas as pd
 from mlflow.entities import Run
 
-from hw1track.reporting.plotting import bounded_interval, plot_points, seeds_text, subplots
+from hw1track.reporting.plotting import bounded_interval, plot_intervals, seeds_text, subplots
 from hw1track.stats.claims import Claim, trend_over_seeds
 from hw1track.stats.intervals import Interval
 from hw1track.tracking.names import PARAM_REPLICATE
@@ -45,9 +45,9 @@ def _plot_loss_and_accuracy(ax, final: pd.DataFrame, n_seeds: int) -> None:
     batch_sizes = sorted(final.batch_size.unique())
     for split, color in (("train", TRAIN_COLOR), ("test", TEST_COLOR)):
         x = [b * DODGE[split] for b in batch_sizes] if n_seeds > 1 else batch_sizes
-        plot_points(ax, x, _per_batch_size(final, f"{split}_loss", NON_NEGATIVE), fmt="-o", color=color,
+        plot_intervals(ax, x, _per_batch_size(final, f"{split}_loss", NON_NEGATIVE), fmt="-o", color=color,
                     label=f"{split} cross-entropy")
-        plot_points(ax, x, _per_batch_size(final, f"{split}_acc", ACCURACY_RANGE), fmt="--s", color=color,
+        plot_intervals(ax, x, _per_batch_size(final, f"{split}_acc", ACCURACY_RANGE), fmt="--s", color=color,
                     label=f"{split} accuracy")
     ax.set(xscale="log", xlabel="batch size (log scale)",
            ylabel="cross-entropy (nats)  /  accuracy (fraction)")
@@ -75,7 +75,7 @@ def figures(reader: StoreReader, parent: Run) -> dict:
     fig, (left, right) = subplots(1, 2, width=6.2, height=4.6)
     _plot_loss_and_accuracy(left, final, n_seeds)
     sensitivity_ax = left.twinx()
-    plot_points(sensitivity_ax, batch_sizes, _per_batch_size(final, "sensitivity", NON_NEGATIVE), fmt="-^",
+    plot_intervals(sensitivity_ax, batch_sizes, _per_batch_size(final, "sensitivity", NON_NEGATIVE), fmt="-^",
                 color="tab:green", label="sensitivity (test)", linewidth=2)
     sensitivity_ax.set_ylabel("sensitivity: mean ‖∂softmax/∂x‖_F", color="tab:green")
     sensitivity_ax.grid(False)
@@ -86,7 +86,7 @@ def figures(reader: StoreReader, parent: Run) -> dict:
     sharpness_ax = right.twinx()
     for key, color in zip(sharpness_keys, ("tab:red", "tab:purple")):
         epsilon = key.removeprefix(SHARPNESS_PREFIX)
-        plot_points(sharpness_ax, batch_sizes, _per_batch_size(final, key, NON_NEGATIVE), fmt="-D", color=color,
+        plot_intervals(sharpness_ax, batch_sizes, _per_batch_size(final, key, NON_NEGATIVE), fmt="-D", color=color,
                     label=f"sharpness, ε = {epsilon}", linewidth=2)
     sharpness_ax.set_ylabel("sharpness φ_ε (% rise of training loss)", color="tab:red")
     sharpness_ax.grid(False)

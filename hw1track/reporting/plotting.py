@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # figures are files; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from hw1track.stats.intervals import CONFIDENCE, Interval, band  # noqa: E402
+from hw1track.stats.intervals import CONFIDENCE, Interval, band, mean_interval  # noqa: E402
 from hw1track.tracking.runs import TrackedRun  # noqa: E402
 
 plt.rcParams.update({
@@ -25,7 +27,8 @@ plt.rcParams.update({
 })
 
 
-def subplots(nrows: int = 1, ncols: int = 1, *, width: float = 6.0, height: float = 4.0, **kwargs) -> tuple[Figure, object]:
+def subplots(nrows: int = 1, ncols: int = 1, *, width: float = 6.0, height: float = 4.0,
+             **kwargs) -> tuple[Figure, object]:
     """A figure sized per panel, so multi-panel figures stay legible."""
     return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), **kwargs)
 
@@ -90,17 +93,6 @@ def plot_band(ax, history, key: str, run_ids, *, color: str, label: str, linesty
     return n
 
 
-def plot_intervals(ax, x, intervals: list[Interval], *, fmt: str = "-o", color: str | None = None,
-                   label: str = "") -> None:
-    """Per-configuration means with 95 % error bars (none where a point rests on one seed)."""
-    means = [i.mean for i in intervals]
-    below = [0.0 if i.n < 2 else i.mean - i.low for i in intervals]
-    above = [0.0 if i.n < 2 else i.high - i.mean for i in intervals]
-    n = max((i.n for i in intervals), default=0)
-    shown = f"{label} (mean of {n} seeds, {CONFIDENCE:.0%} CI)" if n > 1 else label
-    ax.errorbar(x, means, yerr=[below, above], fmt=fmt, color=color, capsize=3, label=shown)
-
-
 def geometric_interval(values) -> Interval:
     """The mean and interval of log10 `values`, mapped back: what a point on a log axis can show.
 
@@ -108,10 +100,6 @@ def geometric_interval(values) -> Interval:
     below zero, which a log axis cannot draw; the geometric one stays positive,
     as `band(log=True)` does for curves. Non-positive values count as missing.
     """
-    import numpy as np
-
-    from hw1track.stats.intervals import mean_interval
-
     data = np.asarray(list(values), dtype=float)
     positive = data[data > 0]
     if len(positive) < 2:  # no interval: the point is the value itself, not 10 ** log10 of it
@@ -120,21 +108,25 @@ def geometric_interval(values) -> Interval:
     return Interval(10.0 ** logged.mean, 10.0 ** logged.low, 10.0 ** logged.high, logged.n)
 
 
-def plot_points(ax, x, intervals: list[Interval], *, fmt: str = "-o", color: str | None = None, label: str = "",
-                **style) -> None:
-    """Per-configuration means: with error bars (`plot_intervals`) once any point rests on several seeds.
+def plot_intervals(ax, x, intervals: list[Interval], *, fmt: str = "-o", color: str | None = None,
+                   label: str = "", **style) -> None:
+    """Per-configuration means with 95 % error bars, once any point rests on several seeds.
 
     When every point rests on one seed it is the plain line figures drew before
     replicates existed, so a one-seed study's figure is unchanged; `style`
     (linewidth, markersize, ...) applies to the line in both cases.
     """
-    if max((interval.n for interval in intervals), default=0) < 2:
-        ax.plot(x, [interval.mean for interval in intervals], fmt, color=color, label=label, **style)
+    n = max((interval.n for interval in intervals), default=0)
+    means = [interval.mean for interval in intervals]
+    if n < 2:
+        ax.plot(x, means, fmt, color=color, label=label, **style)
         return
-    plot_intervals(ax, x, intervals, fmt=fmt, color=color, label=label)
-    data_line = ax.containers[-1].lines[0]
-    if style and data_line is not None:
-        data_line.set(**style)
+    below = [0.0 if math.isnan(i.low) else i.mean - i.low for i in intervals]
+    above = [0.0 if math.isnan(i.high) else i.high - i.mean for i in intervals]
+    bars = ax.errorbar(x, means, yerr=[below, above], fmt=fmt, color=color, capsize=3,
+                       label=f"{label} (mean of {n} seeds, {CONFIDENCE:.0%} CI)")
+    if style:
+        bars.lines[0].set(**style)
 
 
 def bounded_interval(values, low: float = float("-inf"), high: float = float("inf")) -> Interval:
@@ -144,8 +136,6 @@ def bounded_interval(values, low: float = float("-inf"), high: float = float("in
     which stretches a figure's axis over values nothing can take; its part
     inside the range covers the true mean just as often.
     """
-    from hw1track.stats.intervals import mean_interval
-
     found = mean_interval(values)
     if found.n < 2:
         return found
@@ -159,8 +149,6 @@ def limit_to_lines(ax, *, margin: float = 0.05) -> None:
     the band, the curves it surrounds would be squeezed flat. A band cut at the
     edge still says "wider than this".
     """
-    import numpy as np
-
     values = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
     values = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([])
     if ax.get_yscale() == "log":
