@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from mlflow.entities import Run
 
-from hw1track.reporting.plotting import (limit_to_lines, plot_band, run_colors, seeds_text, subplots)
+from hw1track.reporting.plotting import limit_to_lines, plot_band, run_colors, seeds_text, subplots
 from hw1track.stats.claims import Claim, difference_of_means
 from hw1track.stats.intervals import CONFIDENCE, mean_interval
 from hw1track.tracking.names import TAG_STUCK

@@ -6,9 +6,10 @@ between depths can be told from the spread between seeds of one depth.
 
 from __future__ import annotations
 
+from matplotlib.ticker import MaxNLocator
 from mlflow.entities import Run
 
-from hw1track.reporting.plotting import (limit_to_lines, plot_band, run_colors, seeds_text, subplots)
+from hw1track.reporting.plotting import limit_to_lines, plot_band, run_colors, seeds_text, subplots
 from hw1track.stats.claims import Claim, difference_of_means
 from hw1track.tracking.query import StoreReader, by_group
 
@@ -51,6 +52,7 @@ def figures(reader: StoreReader, parent: Run) -> dict:
                           label=f"{_name(runs)} {split}", log=scale == "log")
         for split, ax in panels.items():
             ax.set(xlabel="epoch", ylabel=ylabel, yscale=scale)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if n_seeds > 1:
                 ax.set_title(f"{split} set")
         for ax in dict.fromkeys(panels.values()):
