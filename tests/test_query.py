@@ -19,7 +19,7 @@ def study(tmp_path_factory):
     """A store holding one finished part1_3c_i invocation and, newer than it, one that failed."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('query') / 'mlflow.db'}"
     with intra_op_threads(1):
-        finished = run_quick("part1_3c_i", uri, *TINY_3C_I)
+        finished = run_quick("part1_3c_i", uri, *TINY_3C_I, seeds=1)
     with pytest.raises(RuntimeError), parent_run(Store(uri), "part1_3c_i", "quick", "crashed", {}) as crashed:
         raise RuntimeError("training crashed")
     return uri, finished, crashed.run_id

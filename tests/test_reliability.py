@@ -69,10 +69,14 @@ def pinned_code_version(monkeypatch):
 
 
 def _run(name: str, store_uri: str, *overrides: str, reuse: bool = True) -> str:
-    """One invocation in this process, as `hw1track run` makes it (reusing finished models unless told not to)."""
+    """One invocation in this process, as `hw1track run` makes it (reusing finished models unless told not to).
+
+    One seed: what these tests interrupt and repeat is an invocation; replicates are tested in test_replicates.py.
+    """
     experiment = get_experiment(name)
     config = configs.resolve(experiment.presets, "quick", overrides)
-    return run_experiment(experiment, "quick", config, Store(store_uri), torch.device("cpu"), threads=1, reuse=reuse)
+    return run_experiment(experiment, "quick", config, Store(store_uri), torch.device("cpu"), threads=1, reuse=reuse,
+                          seeds=1)
 
 
 def _start(args: tuple[str, ...], cwd: Path) -> subprocess.Popen:
@@ -368,7 +372,7 @@ def test_doctor_marks_runs_whose_process_is_gone_and_leaves_live_ones(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("force", [False, True])
 def test_two_runs_at_once_on_a_fresh_default_store_both_complete(tmp_path, force):
-    args = ("run", "part1_1a", "--set", "targets=sinc", "--set", "epochs=200", "--threads", "1")
+    args = ("run", "part1_1a", "--set", "targets=sinc", "--set", "epochs=200", "--threads", "1", "--seeds", "1")
     processes = [_start(args + (("--force",) if force else ()), tmp_path) for _ in range(2)]
     results = [process.communicate(timeout=600) for process in processes]
     assert [p.returncode for p in processes] == [0, 0], [stderr for _, stderr in results]

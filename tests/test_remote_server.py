@@ -45,7 +45,9 @@ def test_run_and_analyze_through_a_tracking_server(tracking_server, tmp_path):  
     parent = reader.latest_parent(EXPERIMENT)
     children = reader.children(parent, status=None)
     assert parent.info.status == "FINISHED" and parent.info.artifact_uri.startswith("mlflow-artifacts:")
-    assert [c.info.run_name for c in children] == ["cnn1", "cnn2", "cnn3"]
+    # the quick preset's two replicates of each CNN, and the claims analyze logged, all through the server
+    assert [c.info.run_name for c in children] == ["cnn1", "cnn2", "cnn3", "cnn1#1", "cnn2#1", "cnn3#1"]
+    assert "claims.json" in reader.artifacts(parent)
     for child in children:
         assert child.info.status == "FINISHED"
         assert set(EPOCH_METRICS) <= set(child.data.metrics)

@@ -66,4 +66,6 @@ def test_a_signalled_run_is_marked_killed_not_left_running(tmp_path, signum, exi
     assert "marked KILLED" in stderr and "Traceback" not in stderr
     statuses = _statuses(reader, "part1_1a")
     roles = sorted(name.split(":")[0] for name in statuses)
-    assert roles == ["child", "parent"] and set(statuses.values()) == {"KILLED"}, statuses
+    # the parent and the models in training (the quick preset's two replicates of the first net, trained together)
+    assert set(roles) == {"child", "parent"} and roles.count("parent") == 1, statuses
+    assert set(statuses.values()) == {"KILLED"}, statuses
