@@ -86,3 +86,12 @@ def check_claim(claim, n_seeds: int, direction: int = +1) -> None:
     predicted, contradicted = (above, below) if direction > 0 else (below, above)
     assert claim.verdict == (SUPPORTED if predicted else NOT_SUPPORTED if contradicted else INCONCLUSIVE)
     assert claim.ci_low <= claim.effect <= claim.ci_high and "Student t" in claim.method
+
+
+@pytest.fixture(autouse=True)
+def closed_figures():
+    """Figures a test draws are closed after it: pyplot keeps every open figure alive for the whole session."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

@@ -35,3 +35,20 @@ def test_metric_rows_benchmark_stores_the_same_rows_on_every_path(tmp_path):
     lines = done.stdout.splitlines()
     assert [line.split(",")[0] for line in lines[2:5]] == ["log_batch", "sqlite_metrics", "sqlite_metrics"]
     assert lines[-1] == "stored rows identical on all paths: True"
+
+
+@pytest.mark.slow
+def test_replicates_benchmark_times_both_seed_counts_of_each_experiment(tmp_path):
+    out = tmp_path / "BENCHMARKS_REPLICATES.md"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "replicates.py"), "--preset", "quick",
+                           "--experiments", "part1_3c_i", "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in out.read_text().splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header == ["experiment", "seeds=1 (s)", "seeds=2 (s)", "ratio", "target"]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    assert [row[0] for row in rows] == ["part1_3c_i", "**total**"]
+    assert float(rows[0][1]) > 0 and float(rows[0][2]) > 0
+    assert "whole study" in rows[1][4]  # one experiment is not the study: its ratio is not judged against the target
+    assert "sgemm peak" in out.read_text() and "load average" in out.read_text()
