@@ -77,7 +77,8 @@ def table(times: dict[str, tuple[float, float]], k: int) -> str:
     rows = [(name, one, many, False) for name, (one, many) in times.items()]
     rows.append(("**total**", sum(one for one, _ in times.values()), sum(many for _, many in times.values()), True))
     for name, one, many, total in rows:
-        lines.append(f"| {name} | {one:.1f} | {many:.1f} | {many / one:.2f} × | {ratio_cell(many / one, k, total, whole_study)} |")
+        target = ratio_cell(many / one, k, total, whole_study)
+        lines.append(f"| {name} | {one:.1f} | {many:.1f} | {many / one:.2f} × | {target} |")
     return "\n".join(lines)
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
 from hw1track import config as configs
+from hw1track.stats.claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, VERDICTS
 from hw1track.study.discovery import get_experiment
 from hw1track.study.invocation import run_experiment
 from hw1track.tracking.query import StoreReader
@@ -54,7 +57,8 @@ def reader(store_uri) -> StoreReader:
     return StoreReader(store_uri)
 
 
-def run_quick(name: str, store_uri: str, *overrides: str, preset: str = "quick", seeds: int | None = None) -> str:
+def run_quick(name: str, store_uri: str, *overrides: str, preset: str = "quick",
+              seeds: int | None = None) -> str:
     """Run experiment `name` in-process on the CPU, `seeds` replicates (the preset's default if None); the parent's id."""
     experiment = get_experiment(name)
     config = configs.resolve(experiment.presets, preset, overrides)
@@ -71,10 +75,6 @@ def hw1track(*args: str, cwd: Path, env: dict[str, str] | None = None,
 
 def check_claim(claim, n_seeds: int, direction: int = +1) -> None:
     """Every field claims.json promises is there, and the verdict is the one its interval reads in `direction`."""
-    import math
-
-    from hw1track.stats.claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, VERDICTS
-
     record = claim.as_dict()
     assert {"id", "statement", "effect", "effect_name", "ci_low", "ci_high", "n_seeds", "verdict"} <= set(record)
     assert claim.statement and claim.effect_name and claim.method and claim.detail
@@ -92,6 +92,4 @@ def check_claim(claim, n_seeds: int, direction: int = +1) -> None:
 def closed_figures():
     """Figures a test draws are closed after it: pyplot keeps every open figure alive for the whole session."""
     yield
-    import matplotlib.pyplot as plt
-
     plt.close("all")

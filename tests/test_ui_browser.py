@@ -85,10 +85,7 @@ def test_browser_shows_runs_metrics_and_figures(analysed_store, tmp_path):
 
     with ui_server(tmp_path / "ui.log", cwd=analysed_store) as (url, ui), chromium_page() as page:
         expect.set_options(timeout=TIMEOUT_MS)
-        page.goto(f"{url}/")
-        # MLflow 3 opens on its GenAI view; runs and their metrics live under "Model training".
-        page.get_by_role("button", name="Model training").click()
-        page.get_by_role("link", name=f"hw1/{EXPERIMENT}", exact=True).click()
+        open_runs_of_experiment(page, url)
 
         parent_link = page.get_by_role("link", name=parent_name, exact=True)
         expect(parent_link).to_be_visible()
@@ -133,6 +130,14 @@ def test_browser_shows_runs_metrics_and_figures(analysed_store, tmp_path):
     assert shot.stat().st_size > 30_000  # a rendered page with a plotted figure, not a blank one
 
 
+
+def open_runs_of_experiment(page, url: str) -> None:
+    """The experiment's runs table, reached as a user reaches it from the UI's home page."""
+    page.goto(f"{url}/")
+    # MLflow 3 opens on its GenAI view; runs and their metrics live under "Model training".
+    page.get_by_role("button", name="Model training").click()
+    page.get_by_role("link", name=f"hw1/{EXPERIMENT}", exact=True).click()
+
 def runs_table_groups(page: Page) -> dict[str | None, tuple[int, set[str]]]:
     """The grouped runs table as shown: {group value: (the count on its badge, the run names listed under it)}.
 
@@ -173,9 +178,7 @@ def test_browser_groups_the_replicates_of_each_configuration(analysed_store, tmp
 
     with ui_server(tmp_path / "ui.log", cwd=analysed_store) as (url, _), chromium_page() as page:
         expect.set_options(timeout=TIMEOUT_MS)
-        page.goto(f"{url}/")
-        page.get_by_role("button", name="Model training").click()
-        page.get_by_role("link", name=f"hw1/{EXPERIMENT}", exact=True).click()
+        open_runs_of_experiment(page, url)
         # The group-by choice is not in the URL (MLflow keeps it in the browser's local storage): pick it in the menu.
         page.get_by_role("button", name="Group by", exact=True).click()
         menu = page.get_by_role("menu")
