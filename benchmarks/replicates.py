@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/replicates.py [--preset quick|full] [--experiments part1_1a,part1_2b]
                                               [--seeds-k K] [--rounds N] [--out BENCHMARKS_REPLICATES.md]
+                                              [--keep-store DIR]
 
 Every invocation is the real CLI in a subprocess, in a fresh temporary working directory with its own
 fresh SQLite store, so nothing is reused between them. The two seed counts of one experiment run one right
@@ -10,7 +11,10 @@ hits both rather than one; with several rounds the fastest time of each is kept.
 into a shared data root before the clock starts. The study's target is a ratio of at most 2.5 × for the
 whole study at k = 3 (the full preset's default): replicates that cost less than separate runs would.
 Times are wall-clock seconds of the whole invocation (start-up, training, logging); on a machine shared
-with other jobs they are upper bounds, so the load average is printed with them.
+with other jobs they are upper bounds, so the load average is printed with them. With `--keep-store DIR`
+the seeds = k side logs into one store in DIR that outlives the benchmark (every experiment has its own
+parent runs there, so sharing it reuses nothing): `hw1track analyze all` run in DIR then gives the claims
+of the study that was timed.
 """
 
 from __future__ import annotations
@@ -47,13 +51,15 @@ def hw1track_command() -> list[str]:
     return [str(beside)] if beside.exists() else [shutil.which("hw1track") or "hw1track"]
 
 
-def timed_run(experiment: str, preset: str, seeds: int, env: dict[str, str]) -> float:
-    """Seconds of one `hw1track run` in a fresh working directory and store; raises if it fails."""
+def timed_run(experiment: str, preset: str, seeds: int, env: dict[str, str], kept: Path | None = None) -> float:
+    """Seconds of one `hw1track run` in a fresh working directory and store (or in `kept`, a folder that
+    stays); raises if it fails."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{experiment}-s{seeds}-") as folder:
+        where = kept or Path(folder)
         command = [*hw1track_command(), "run", experiment, "--preset", preset, "--seeds", str(seeds),
-                   "--tracking-uri", f"sqlite:///{Path(folder) / 'mlflow.db'}"]
+                   "--tracking-uri", f"sqlite:///{where / 'mlflow.db'}"]
         started = time.perf_counter()
-        done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+        done = subprocess.run(command, cwd=where, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -114,7 +120,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds-k", type=int, default=None, help="the replicated side (default: quick 2, full 3)")
     parser.add_argument("--rounds", type=int, default=1, help="repeats of each pair, the fastest of each side kept")
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS_REPLICATES.md")
+    parser.add_argument("--keep-store", type=Path, default=None, metavar="DIR",
+                        help="log the seeds = k runs into DIR/mlflow.db and keep it (DIR must not hold a store yet)")
     args = parser.parse_args(argv)
+    if args.keep_store is not None:
+        if (args.keep_store / "mlflow.db").exists():
+            parser.error(f"{args.keep_store} already holds a store: its runs would be reused, not timed")
+        args.keep_store = args.keep_store.resolve()
+        args.keep_store.mkdir(parents=True, exist_ok=True)
     known = list(discover())
     args.experiments_given = args.experiments is not None
     experiments = args.experiments or known
@@ -138,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
             for round_ in range(args.rounds):
                 order = (1, args.seeds_k) if round_ % 2 == 0 else (args.seeds_k, 1)
                 for seeds in order:
-                    best[seeds] = min(best[seeds], timed_run(name, args.preset, seeds, env))
+                    kept = args.keep_store if seeds == args.seeds_k and round_ == 0 else None
+                    best[seeds] = min(best[seeds], timed_run(name, args.preset, seeds, env, kept))
             times[name] = (best[1], best[args.seeds_k])
             print(f"{name}: seeds=1 {best[1]:.1f} s, seeds={args.seeds_k} {best[args.seeds_k]:.1f} s, "
                   f"ratio {best[args.seeds_k] / best[1]:.2f}, load {os.getloadavg()[0]:.2f}", flush=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,20 +34,35 @@ SWEEP = "sweep"
 PRESENTATION = "presentation"
 ROLES = (IDENTITY, SWEEP, PRESENTATION)
 
+# The largest integer a setting may hold: what a tensor size, a loop count or an
+# MLflow metric step can take (int64). Larger values would pass parsing and fail
+# inside torch after the runs were created.
+MAX_INT = sys.maxsize
+# Seeds stay within 32 bits, the range every generator takes, so that the
+# offsets added per model and per replicate (see `study.replicates`) never
+# overflow the 64-bit seed of a torch generator.
+MAX_SEED = 2**32 - 1
 
-def setting(default: Any, *, minimum: float | None = None, choices: Sequence[Any] | None = None,
-            allow_any: bool = False, role: str = IDENTITY) -> Any:
+
+def setting(default: Any, *, minimum: float | None = None, maximum: float | None = None,
+            choices: Sequence[Any] | None = None, allow_any: bool = False, role: str = IDENTITY) -> Any:
     """A config field with its bounds and its role (IDENTITY, SWEEP or PRESENTATION).
 
     Numbers default to "strictly positive" because almost every knob here is a
     count, a size or a rate; `minimum` makes the bound inclusive instead (seeds
-    may be 0) and `allow_any` lifts it (interpolation coefficients).
+    may be 0) and `allow_any` lifts it (interpolation coefficients). Integers
+    are at most `MAX_INT` whatever `maximum` says.
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-    metadata = {"minimum": minimum, "choices": tuple(choices) if choices else None,
+    metadata = {"minimum": minimum, "maximum": maximum, "choices": tuple(choices) if choices else None,
                 "allow_any": allow_any, "role": role}
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def seed_setting(default: int = 0) -> Any:
+    """A seed: from 0 to `MAX_SEED`."""
+    return setting(default, minimum=0, maximum=MAX_SEED)
 
 
 def role(field: dataclasses.Field) -> str:
@@ -69,7 +85,7 @@ class MnistSplits:
 
     train_size: int = setting(60_000, minimum=1)
     test_size: int = setting(10_000, minimum=1)
-    seed: int = setting(0, minimum=0)
+    seed: int = seed_setting()
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -122,6 +138,11 @@ def validate(config: Any) -> None:
                 continue
             if not math.isfinite(item):
                 raise UsageError(f"{field.name} must be a finite number, got {item}")
+            if isinstance(item, int) and abs(item) > MAX_INT:
+                raise UsageError(f"{field.name}={item} is too large (at most {MAX_INT:,}, a 64-bit integer)")
+            maximum = meta.get("maximum")
+            if maximum is not None and item > maximum:
+                raise UsageError(f"{field.name} must be <= {maximum:,}, got {item:,}")
             if meta.get("allow_any"):
                 continue
             minimum = meta.get("minimum")

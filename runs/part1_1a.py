@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from hw1track.config import SWEEP, setting
+from hw1track.config import SWEEP, seed_setting, setting
 from hw1track.study.context import Member, RunContext
 from hw1track.tracking.names import TAG_STUCK
 from hw1track.training.models import describe, mlp, seeded_model
@@ -41,7 +41,7 @@ class Config:
     n_points: int = 1000
     epochs: int = 20_000
     lr: float = 1e-3
-    seed: int = setting(0, minimum=0)
+    seed: int = seed_setting()
 
 
 PRESETS = {

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hw1track.config import SWEEP, setting
+from hw1track.config import SWEEP, seed_setting, setting
 from hw1track.measures import curvature
 from hw1track.study.context import RunContext
 from hw1track.tracking.names import TAG_STUCK, WEIGHTS_ARTIFACT
@@ -65,7 +65,7 @@ class Config:
     # Per-iteration `loss`/`grad_norm` of every 10th update (and each phase's last): all of them
     # would be ~1.4M rows for SQLite, minutes of writing for no visible difference in a curve.
     log_every: int = 10
-    seed: int = setting(0, minimum=0)
+    seed: int = seed_setting()
 
 
 PRESETS = {

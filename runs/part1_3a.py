@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hw1track.config import SWEEP, MnistSplits, setting
+from hw1track.config import SWEEP, MnistSplits, seed_setting, setting
 from hw1track.study.context import Member, RunContext
 from hw1track.training.labels import permuted_labels
 from hw1track.training.milestones import FirstEpochReaching, metric_reaches
@@ -42,7 +42,7 @@ class Config(MnistSplits):
     batch_size: int = 128
     lr: float = 3e-4
     anneal_lr: bool = True
-    label_seed: int = setting(0, minimum=0)
+    label_seed: int = seed_setting()
 
 
 PRESETS = {

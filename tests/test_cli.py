@@ -46,6 +46,11 @@ def test_run_then_analyze_from_a_fresh_process(tmp_path):
     (["run", "part1_1b", "--set", "batch_size=0"], "batch_size must be > 0"),
     (["run", "part1_3c_ii", "--set", "batch_sizes=10,-385"], "batch_sizes must be > 0"),
     (["run", "part1_3b", "--set", "widths="], "widths must not be empty"),
+    (["run", "part1_3c_i", "--set", "epochs=99999999999999999999"], "epochs=99999999999999999999 is too large"),
+    (["run", "part1_3c_i", "--seed", "99999999999999999999"], "seed=99999999999999999999 is too large"),
+    (["run", "part1_3c_i", "--seed", "4294967296"], "seed must be <= 4,294,967,295"),
+    (["run", "part1_3b", "--set", "widths=4,99999999999999999999"], "widths=99999999999999999999 is too large"),
+    (["run", "part1_3c_i", "--threads", "99999999999"], "is not in the range 1<=x<=1024"),
     (["analyze", "part1_1a"], "no finished run of part1_1a"),
 ])
 def test_bad_input_is_one_line_exit_2_and_leaves_no_store(tmp_path, args, message):

@@ -21,6 +21,8 @@ def test_overrides_are_parsed_by_field_type():
     ("epochs=0", "epochs must be > 0"),
     ("lr=-1e-3", "lr must be > 0"),
     ("seed=-1", "seed must be >= 0"),
+    ("seed=4294967296", "seed must be <= 4,294,967,295"),
+    ("epochs=9223372036854775808", "epochs=9223372036854775808 is too large"),
     ("targets=", "targets must not be empty"),
     ("targets=cosine", "not one of sinc, sgn"),
     ("epochs", "expects key=value"),

@@ -1,13 +1,18 @@
 """MNIST import: checksums of the decompressed bytes, clear errors when data are missing or altered."""
 
 import gzip
+import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
+from mounts import mounted_tmpfs
 
 from hw1track.errors import DataUnavailable
-from hw1track.training.data import MNIST_MD5, dataset_checksum, load_mnist, prepare_mnist, subset
+from hw1track.training.data import (MNIST_MD5, SOURCES_RECORD, dataset_checksum, load_mnist, prepare_mnist,
+                                    subset)
 
 
 def test_mnist_is_in_memory_normalised_and_complete(data_root):
@@ -52,6 +57,67 @@ def test_truncated_gzip_fails_clearly(tmp_path, mnist_source):
     (source / "train-images-idx3-ubyte.gz").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataUnavailable, match="cannot read .*train-images-idx3-ubyte.gz"):
         prepare_mnist(tmp_path / "root", source)
+
+
+def _copy_of(source, folder):
+    folder.mkdir()
+    for name in MNIST_MD5:
+        shutil.copy(source / f"{name}.gz", folder / f"{name}.gz")
+    return folder
+
+
+def _other_dataset(mnist_source, tmp_path):
+    """Fashion-MNIST when it lies beside MNIST (same file names, other images), else MNIST with labels shifted."""
+    fashion = mnist_source.parent / "fashion-mnist"
+    if (fashion / "t10k-labels-idx1-ubyte.gz").is_file():
+        return fashion
+    other = _copy_of(mnist_source, tmp_path / "other")
+    with gzip.open(mnist_source / "t10k-labels-idx1-ubyte.gz") as original:
+        labels = bytearray(original.read())
+    labels[8:] = bytes((label + 1) % 10 for label in labels[8:])
+    with gzip.open(other / "t10k-labels-idx1-ubyte.gz", "wb") as altered:
+        altered.write(bytes(labels))
+    return other
+
+
+def test_a_named_folder_is_checked_even_when_the_root_already_holds_mnist(tmp_path, data_root, mnist_source):
+    other = _other_dataset(mnist_source, tmp_path)
+    with pytest.raises(DataUnavailable, match=f"checksum mismatch for {other}/.*-ubyte.gz"):
+        prepare_mnist(data_root, other)
+    with pytest.raises(DataUnavailable, match="does not exist"):
+        prepare_mnist(data_root, tmp_path / "nowhere")
+    assert prepare_mnist(data_root, mnist_source) == data_root  # the good copy is still there and still used
+
+
+def test_a_checked_source_is_read_again_once_it_changes(tmp_path, mnist_source):
+    source = _copy_of(mnist_source, tmp_path / "source")
+    root = prepare_mnist(tmp_path / "root", source)
+    record = json.loads((root / "MNIST" / SOURCES_RECORD).read_text())
+    assert sorted(record) == sorted(str((source / f"{name}.gz").resolve()) for name in MNIST_MD5)
+    prepare_mnist(root, source)  # unchanged: passes on the record
+    other = _other_dataset(mnist_source, tmp_path)
+    shutil.copy(other / "t10k-labels-idx1-ubyte.gz", source / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(DataUnavailable, match="checksum mismatch for .*t10k-labels-idx1-ubyte.gz"):
+        prepare_mnist(root, source)
+
+
+@pytest.mark.slow
+def test_run_with_another_dataset_named_fails_in_one_line_before_the_store(tmp_path, mnist_source):
+    other = _other_dataset(mnist_source, tmp_path)
+    done = subprocess.run([sys.executable, "-m", "hw1track.cli", "run", "part1_3b", "--mnist-dir", str(other)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.startswith("hw1track: error: checksum mismatch for ") and done.stderr.count("\n") == 1
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_full_data_root_is_blamed_not_the_source(tmp_path, mnist_source):
+    root = tmp_path / "small-disk"
+    with mounted_tmpfs(root, size="2m"):
+        with pytest.raises(DataUnavailable, match=f"cannot write the MNIST copy in {root}/MNIST/raw: "
+                                                  "No space left on device; free space there"):
+            prepare_mnist(root, mnist_source)
+        assert not [p for p in (root / "MNIST" / "raw").iterdir() if p.name.startswith(".")]  # no half copy
 
 
 def test_missing_folder_says_how_to_provide_the_files(tmp_path):

@@ -12,9 +12,10 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import json
 import os
-import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 SOURCE_ENV = "HW1TRACK_MNIST_DIR"
 ROOT_ENV = "HW1TRACK_DATA_ROOT"
+SOURCES_RECORD = "verified-sources.json"  # source files already checked: path -> [size, mtime_ns]
 HOW_TO_PROVIDE = (f"set {SOURCE_ENV} (or pass --mnist-dir) to a folder holding the four MNIST IDX files "
                   "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
                   "t10k-labels-idx1-ubyte, gzipped or not)")
@@ -78,23 +80,65 @@ def _find_source_file(source: Path, name: str) -> Path:
 
 
 def _import_file(source_file: Path, target: Path, expected_md5: str) -> None:
-    """Decompress into a temporary file, check it, then move it into place atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    opener = gzip.open if source_file.suffix == ".gz" else open
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    """Decompress into a temporary file, check it, then move it into place atomically.
+
+    Reading the source and writing the copy fail with different messages: a full or read-only data
+    root is not a problem of the folder the user named.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    except OSError as exc:
+        raise _cannot_write(target.parent, exc) from None
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, opener(source_file, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 22)
+        with os.fdopen(fd, "wb") as out:
+            for block in _blocks(source_file):
+                try:
+                    out.write(block)
+                except OSError as exc:
+                    raise _cannot_write(target.parent, exc) from None
+            try:
+                out.flush()
+                os.fsync(out.fileno())
+            except OSError as exc:
+                raise _cannot_write(target.parent, exc) from None
         actual = _md5(tmp)
         if actual != expected_md5:
-            raise DataUnavailable(f"checksum mismatch for {source_file}: decompressed MD5 is {actual}, "
-                                  f"expected {expected_md5} (corrupted or not the original MNIST)")
+            raise _mismatch(source_file, actual, expected_md5)
         os.replace(tmp, target)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataUnavailable(f"cannot read {source_file}: {exc}") from None
+    except OSError as exc:  # closing the copy or moving it into place
+        raise _cannot_write(target.parent, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _blocks(source_file: Path, size: int = 1 << 22) -> Iterator[bytes]:
+    """The decompressed bytes of `source_file` (gzipped or raw IDX) in blocks; unreadable input is named."""
+    opener = gzip.open if source_file.suffix == ".gz" else open
+    try:
+        with opener(source_file, "rb") as src:
+            while block := src.read(size):
+                yield block
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataUnavailable(f"cannot read {source_file}: {exc}") from None
+
+
+def _decompressed_md5(source_file: Path) -> str:
+    digest = hashlib.md5()
+    for block in _blocks(source_file):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _mismatch(source_file: Path, actual: str, expected: str) -> DataUnavailable:
+    return DataUnavailable(f"checksum mismatch for {source_file}: decompressed MD5 is {actual}, "
+                           f"expected {expected} (corrupted or not the original MNIST)")
+
+
+def _cannot_write(folder: Path, exc: OSError) -> DataUnavailable:
+    return DataUnavailable(f"cannot write the MNIST copy in {folder}: {exc.strerror or exc}; free space there "
+                           f"or set {ROOT_ENV} to a writable folder with about 60 MB free")
 
 
 def _verified(raw: Path) -> dict[str, str]:
@@ -115,30 +159,22 @@ def _verified(raw: Path) -> dict[str, str]:
 def prepare_mnist(root: Path | None = None, source: Path | str | None = None) -> Path:
     """Make `root` hold verified raw MNIST files, importing or downloading what is missing.
 
-    Order: files already in `root`; else the named `source` folder (or $HW1TRACK_MNIST_DIR);
-    else torchvision's download; else a `DataUnavailable` saying how to provide the files.
+    A folder the user names (`source`, else $HW1TRACK_MNIST_DIR) is always checked, also when
+    `root` already holds a good copy: naming a folder that is missing or holds other files must
+    fail, not train on the old copy in silence. Without one: the files already in `root`; else
+    torchvision's download; else a `DataUnavailable` saying how to provide the files.
     """
     root = Path(root) if root else default_root()
     raw = _raw_dir(root)
     source = source or os.environ.get(SOURCE_ENV) or None
+    if source:
+        _import_from(Path(source).expanduser(), root)
+        return root
     try:
         _verified(raw)
         return root
     except FileNotFoundError:
         pass
-    except DataUnavailable:
-        if not source:
-            raise
-    if source:
-        source = Path(source).expanduser()
-        if not source.is_dir():
-            raise DataUnavailable(f"MNIST folder {source} does not exist; {HOW_TO_PROVIDE}")
-        for name, expected in MNIST_MD5.items():
-            target = raw / name
-            if not (target.is_file() and _md5(target) == expected):
-                _import_file(_find_source_file(source, name), target, expected)
-        _verified(raw)
-        return root
     try:
         from torchvision.datasets import MNIST
 
@@ -149,6 +185,62 @@ def prepare_mnist(root: Path | None = None, source: Path | str | None = None) ->
         raise DataUnavailable(f"MNIST is not in {raw} and could not be downloaded ({reason}); "
                               f"{HOW_TO_PROVIDE}") from None
     return root
+
+
+def _import_from(source: Path, root: Path) -> None:
+    """Check every file of `source` and make `root` hold verified copies of them.
+
+    Decompressing and hashing a source costs about a second, so a source file
+    whose size and modification time are those recorded when it last passed is
+    not read again (`SOURCES_RECORD` in `root`).
+    """
+    if not source.is_dir():
+        raise DataUnavailable(f"MNIST folder {source} does not exist; {HOW_TO_PROVIDE}")
+    raw = _raw_dir(root)
+    record = _read_record(root)
+    for name, expected in MNIST_MD5.items():
+        source_file = _find_source_file(source, name)
+        key, signature = str(source_file.resolve()), _signature(source_file)
+        target = raw / name
+        copied = target.is_file() and _md5(target) == expected
+        if copied and record.get(key) == signature:
+            continue
+        if copied:
+            actual = _decompressed_md5(source_file)
+            if actual != expected:
+                raise _mismatch(source_file, actual, expected)
+        else:
+            _import_file(source_file, target, expected)
+        record[key] = signature
+    _write_record(root, record)
+
+
+def _signature(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _record_path(root: Path) -> Path:
+    return root / "MNIST" / SOURCES_RECORD
+
+
+def _read_record(root: Path) -> dict[str, list[int]]:
+    try:
+        record = json.loads(_record_path(root).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _write_record(root: Path, record: dict[str, list[int]]) -> None:
+    """Best effort: without the record the next check reads the sources again, nothing worse."""
+    path = _record_path(root)
+    try:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def dataset_checksum() -> str:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import torch
 
+MAX_THREADS = 1024  # far above any machine's cores; torch overflows on counts beyond 32 bits
 
 @contextmanager
 def intra_op_threads(n_threads: int) -> Iterator[None]:
