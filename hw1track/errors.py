@@ -23,3 +23,7 @@ class DataUnavailable(Hw1Error):
 
 class StoreError(Hw1Error):
     """The tracking store has nothing to read, or cannot be reached."""
+
+
+class ServerLost(StoreError):
+    """A tracking server stopped answering mid-run for longer than requests are retried (`server_retries`)."""

@@ -4,6 +4,8 @@
 fixture is a shared `mlflow server` with a SQLite backend and proxied artifacts,
 like a team's server; `ui_server(...)` is `hw1track ui` on a free port. Test
 modules use the fixture by importing it (`from servers import tracking_server`).
+`RestartableServer` is a tracking server that a test kills with SIGKILL and
+starts again on the same port and store, as an outage would.
 """
 
 from __future__ import annotations
@@ -90,14 +92,18 @@ class TrackingServer:
     process: subprocess.Popen
 
 
+def _mlflow_server_command(database: Path, artifacts: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "mlflow", "server", "--host", LOOPBACK, "--port", str(port),
+            "--workers", "1", "--backend-store-uri", f"sqlite:///{database}",
+            "--artifacts-destination", str(artifacts), "--serve-artifacts"]
+
+
 @contextmanager
 def mlflow_server(root: Path) -> Iterator[TrackingServer]:
     """`mlflow server` with its own SQLite database and artifact folder under `root`, serving artifacts."""
     root.mkdir(parents=True, exist_ok=True)
     database, artifacts, port = root / "server.db", root / "artifacts", free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", LOOPBACK, "--port", str(port),
-               "--workers", "1", "--backend-store-uri", f"sqlite:///{database}",
-               "--artifacts-destination", str(artifacts), "--serve-artifacts"]
+    command = _mlflow_server_command(database, artifacts, port)
     uri = f"http://{LOOPBACK}:{port}"
     with serving(command, f"{uri}/health", root / "server.log", cwd=root) as process:
         yield TrackingServer(uri, database, artifacts, process)
@@ -118,3 +124,57 @@ def ui_server(log: Path, *args: str, cwd: Path | None = None) -> Iterator[tuple[
     url = f"http://{LOOPBACK}:{port}"
     with serving(command, f"{url}/health", log, cwd=cwd) as process:
         yield url, process
+
+
+class RestartableServer:
+    """`mlflow server` under `root` that can be killed and started again on the same port, database and artifacts.
+
+    It runs in its own session: `mlflow server` starts uvicorn as a child process, which
+    holds the port, so a kill goes to the whole process group.
+    """
+
+    def __init__(self, root: Path):
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://{LOOPBACK}:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start it and return once it answers."""
+        assert self.process is None, "already running"
+        self.starts += 1
+        log = self.root / f"server-{self.starts}.log"
+        command = _mlflow_server_command(self.root / "server.db", self.root / "artifacts", self.port)
+        with open(log, "w") as output:
+            self.process = subprocess.Popen(command, cwd=self.root, env={**os.environ, **SERVER_ENV}, stdout=output,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        try:
+            wait_until_answering(f"{self.uri}/health", self.process, log)
+        except BaseException:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL to the server and its workers, as a crash or a lost machine would end them."""
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=STOP_TIMEOUT)
+        self.process = None
+
+
+@contextmanager
+def restartable_server(root: Path) -> Iterator[RestartableServer]:
+    """A started `RestartableServer`, killed on exit whatever happened."""
+    server = RestartableServer(root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

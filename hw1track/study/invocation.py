@@ -19,6 +19,7 @@ from hw1track.errors import UsageError
 from hw1track.study.context import RunContext, report
 from hw1track.study.discovery import Experiment, experiments_folder
 from hw1track.study.replicates import check_seeds, default_seeds
+from hw1track.tracking import server_retries
 from hw1track.tracking.code_version import code_version
 from hw1track.tracking.identity import config_hash
 from hw1track.tracking.names import (PARAM_SEEDS, TAG_CODE_VERSION, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_REUSE,
@@ -63,6 +64,7 @@ def run_experiment(experiment: Experiment, preset: str, config: Any, store: Stor
     fails without leaving anything in the store. `threads` (else the experiment's
     THREADS, else torch's default) sets torch's intra-op threads for this run only.
     Runs of the experiment left RUNNING by a process that is gone are marked KILLED first.
+    A tracking server lost for longer than requests are retried (`server_retries`) ends it with one `ServerLost`.
 
     With `reuse` (what `hw1track run` does unless --force), an invocation whose
     config, preset and code version already FINISHED returns that parent and
@@ -70,6 +72,12 @@ def run_experiment(experiment: Experiment, preset: str, config: Any, store: Stor
     (linked to the new parent) instead of trained again.
     """
     seeds = check_seeds(default_seeds(preset) if seeds is None else seeds)
+    with server_retries.reported_in_one_line(store.uri):
+        return _run_reusing(experiment, preset, config, store, device, mnist_dir, threads, reuse, seeds)
+
+
+def _run_reusing(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
+                 mnist_dir: str | None, threads: int | None, reuse: bool, seeds: int) -> str:
     _clear_orphans(experiment.name, store)
     scope = model_scope(preset, config)
     run_hash = config_hash(experiment.name, {**configs.to_params(config), PARAM_SEEDS: seeds}, scope)

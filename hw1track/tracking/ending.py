@@ -4,6 +4,9 @@ Ctrl-C and SIGTERM (what `kill`, a scheduler or a closing terminal send) end
 their runs as KILLED, an exception as FAILED, after flushing what the run had
 buffered, so that the store shows what happened and keeps everything logged
 until then. Only `kill -9` and crashes escape this; `orphans` clears those.
+A tracking server lost for longer than requests are retried is tried once more
+per request, quickly (`server_retries`), so a run it still reaches ends FAILED
+and one it does not costs seconds, not another outage.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import RunStatus
+
+from hw1track.tracking.server_retries import give_up_quickly_if_lost
 
 if TYPE_CHECKING:
     from hw1track.tracking.runs import TrackedRun
@@ -54,6 +59,7 @@ def ended_with_status(run: TrackedRun) -> Iterator[TrackedRun]:
     try:
         yield run
     except BaseException as exc:
+        give_up_quickly_if_lost(exc)
         with _signals_deferred():
             try:
                 run.flush()
@@ -63,7 +69,8 @@ def ended_with_status(run: TrackedRun) -> Iterator[TrackedRun]:
     with _signals_deferred():
         try:
             run.flush()
-        except BaseException:
+        except BaseException as exc:
+            give_up_quickly_if_lost(exc)
             run.end(RunStatus.to_string(RunStatus.FAILED))
             raise
         run.end("FINISHED")

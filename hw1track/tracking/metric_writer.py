@@ -24,6 +24,11 @@ Crash safety:
   terminal's process group does not stop it before the training process has
   flushed. A `kill -9` of the training process loses only what it had not
   handed over yet (less than one batch, or `FLUSH_EVERY_SECONDS` of logging).
+- A server that stops answering is retried as long as `server_retries` says,
+  in the writer while training goes on, and the training process waits for a
+  silent writer longer than that (`stall_seconds`). A writer that gives up on
+  the server says so: the training process then stops waiting for it and
+  fails the run (`TrackedRun`) instead of retrying each batch for as long again.
 
 One writer serves every run logged through one `MlflowClient`; it is started on
 the first hand-over (runs that log fewer values than a batch never start one)
@@ -46,6 +51,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hw1track.tracking import server_retries
+
 # A metric row as it crosses the pipe: key, value, timestamp (ms), step. Plain
 # tuples pickle several times faster than mlflow.entities.Metric objects.
 Row = tuple[str, float, int, int]
@@ -53,11 +60,16 @@ WriteHere = Callable[[str, Sequence[Row]], None]
 
 PIPE_BYTES = 1 << 20  # room for ~25 batches in flight, so that a burst of logging never waits for the writer
 REPLY_WAIT_SECONDS = 1.0  # how often a waiting training process checks that the writer is still alive
-STALL_SECONDS = 120.0  # no reply for this long while waiting: the writer is given up (SQLite gives up after 20 s)
+STALL_MARGIN_SECONDS = 30.0  # no reply for this long past the longest request while waiting: the writer is given up
 EXIT_WAIT_SECONDS = 30.0
 _LENGTH = struct.Struct("!Q")
 
 _writers: weakref.WeakKeyDictionary[Any, MetricWriter] = weakref.WeakKeyDictionary()
+
+
+def stall_seconds() -> float:
+    """How long a waiting training process lets the writer stay silent: longer than its longest request."""
+    return server_retries.longest_request_seconds() + STALL_MARGIN_SECONDS
 
 
 def write_rows(client: Any, run_id: str, rows: Sequence[Row], rows_per_call: int) -> None:
@@ -137,6 +149,8 @@ class MetricWriter:
         if not rows:
             return
         self._read_replies(through=None)
+        if server_retries.is_given_up() and not self.broken:
+            self._give_up()
         if self.broken:
             write_here(run_id, rows)
             return
@@ -162,14 +176,14 @@ class MetricWriter:
 
     def _read_replies(self, through: int | None) -> None:
         """Take in the writer's replies: those already there, or, with `through`, wait up to that batch."""
-        silent = 0.0
+        silent, stall = 0.0, stall_seconds()
         while not self.broken:
             waiting = through is not None and self._replied_through < through
             if not _readable(self._inbox, REPLY_WAIT_SECONDS if waiting else 0):
                 if not waiting:
                     return
                 silent += REPLY_WAIT_SECONDS
-                if self._process.poll() is not None or silent >= STALL_SECONDS:
+                if self._process.poll() is not None or silent >= stall or server_retries.is_given_up():
                     self._give_up()
                 continue
             try:
@@ -183,9 +197,11 @@ class MetricWriter:
             self._take(reply)
             silent = 0.0
 
-    def _take(self, reply: tuple[int, str | None]) -> None:
-        batch, error = reply
+    def _take(self, reply: tuple[int, str | None, bool]) -> None:
+        batch, error, server_lost = reply
         self._replied_through = batch
+        if server_lost:
+            server_retries.give_up_quickly()
         if error is None:
             self._unconfirmed.pop(batch, None)
 
@@ -193,13 +209,14 @@ class MetricWriter:
         """Stop using this writer: it stores the complete messages it holds and exits; `settle` does the rest.
 
         Its last replies are read once it has exited, so that what it stored is not written twice.
+        Once the server is lost it is killed at once: it might be retrying a request for another outage.
         """
         self.broken = True
         if self._outbox is not None:
             os.close(self._outbox)
             self._outbox = None
         try:
-            self._process.wait(EXIT_WAIT_SECONDS)
+            self._process.wait(0 if server_retries.is_given_up() else EXIT_WAIT_SECONDS)
         except subprocess.TimeoutExpired:
             self._process.kill()  # stalled: what it did not confirm is written by `settle`
             self._process.wait()
@@ -255,7 +272,7 @@ def _grow_pipe(fd: int) -> None:
 
 
 def _serve(inbox: int, outbox: int, tracking_uri: str, rows_per_call: int) -> None:
-    """Write batches until the training process closes the pipe, replying (batch, error or None) to each.
+    """Write batches until the training process closes the pipe, replying (batch, error or None, lost) to each.
 
     Batches waiting in the pipe are merged into requests of up to `rows_per_call`
     rows, since each request costs a transaction besides its rows.
@@ -274,15 +291,16 @@ def _serve(inbox: int, outbox: int, tracking_uri: str, rows_per_call: int) -> No
             batches.pop()
         for run_id, group in itertools.groupby(batches, key=lambda message: message[1]):
             group = list(group)
-            error = None
+            error, server_lost = None, False
             try:
                 client = client or MlflowClient(tracking_uri=tracking_uri)
                 write_rows(client, run_id, [row for _, _, rows in group for row in rows], rows_per_call)
             except Exception as exc:  # reported, and the training process writes the batch itself
                 error = f"{type(exc).__name__}: {exc}"
+                server_lost = server_retries.give_up_quickly_if_lost(exc)
             for batch, _, _ in group:
                 try:
-                    _send(outbox, (batch, error))
+                    _send(outbox, (batch, error, server_lost))
                 except OSError:
                     pass  # the training process is gone or gave up on this writer; keep writing what it sent
 

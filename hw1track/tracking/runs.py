@@ -9,7 +9,8 @@ Metrics are buffered, because one synchronous `log_metric` costs milliseconds
 against SQLite, more than a small model's step. A local SQLite store takes them
 in bulk in the training process (`sqlite_metrics`, a few µs per row); a
 tracking server gets them from a writer process beside training
-(`metric_writer`), so that HTTP round trips never stall a step.
+(`metric_writer`), so that HTTP round trips never stall a step, nor a server
+that is restarting (`server_retries`).
 
 With reuse on, a child whose recipe already FINISHED in the experiment (see
 `identity`) is not trained again: the parent links the finished run and hands
@@ -34,7 +35,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Param, Run, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from hw1track.tracking import metric_writer, sqlite_metrics
+from hw1track.tracking import metric_writer, server_retries, sqlite_metrics
 from hw1track.tracking.ending import ended_with_status
 from hw1track.tracking.identity import config_hash, group_hash
 from hw1track.tracking.names import (TAG_CODE_VERSION, TAG_CONFIG_HASH, TAG_EXPERIMENT, TAG_GROUP, TAG_PRESET,
@@ -82,7 +83,8 @@ class TrackedRun:
     def _maybe_flush(self) -> None:
         """Write full batches: into a local store here, to a server through the writer process.
 
-        Runs that log little write in-process when they flush, without starting a writer.
+        Runs that log little write in-process when they flush, without starting a writer. Once the server
+        is lost (see `server_retries`), training stops here: the run is ended FAILED if the server answers.
         """
         if len(self._pending) >= (MAX_METRICS_PER_BATCH if self._local is None else LOCAL_ROWS_PER_WRITE):
             if self._local is None:
@@ -91,10 +93,12 @@ class TrackedRun:
             return
         if self._writer is None:
             self.flush()
-            return
-        pending, self._pending = self._pending, []
-        self._writer.submit(self.run_id, pending, self._write_here)
-        self._last_flush = time.monotonic()
+        else:
+            pending, self._pending = self._pending, []
+            self._writer.submit(self.run_id, pending, self._write_here)
+            self._last_flush = time.monotonic()
+        if server_retries.is_given_up():
+            raise server_retries.lost(self.client.tracking_uri)
 
     def flush(self) -> None:
         """Store everything logged so far, and return only once it is stored (runs end after this)."""

@@ -22,6 +22,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from hw1track.errors import StoreError
+from hw1track.tracking import server_retries
 from hw1track.tracking.names import EXPERIMENT_PREFIX, TAG_EXPERIMENT, TAG_ROLE
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small file is noise
@@ -62,9 +63,7 @@ class Store:
     def __init__(self, uri: str | None = None):
         self.uri = uri or default_tracking_uri()
         if urlparse(self.uri).scheme in {"http", "https"}:
-            # Fail in seconds, not minutes, when the server is down.
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+            server_retries.retry_patiently()  # a started run rides out a restart; `check_ready` still fails fast
 
     @property
     def is_server(self) -> bool:
