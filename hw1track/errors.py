@@ -27,3 +27,7 @@ class StoreError(Hw1Error):
 
 class ServerLost(StoreError):
     """A tracking server stopped answering mid-run for longer than requests are retried (`server_retries`)."""
+
+
+class OutOfMemory(Hw1Error):
+    """A setting asked for more memory than the device has; the runs it had open ended FAILED."""

@@ -60,6 +60,17 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_store(tmp_path, args, messag
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.slow
+def test_a_model_too_large_for_memory_ends_its_runs_failed_in_one_line(tmp_path):
+    done = hw1track("run", "part1_3b", "--seeds", "1", "--set", "widths=99999999999", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith("hw1track: error: part1_3b: out of memory on cpu (asked for ")
+    assert done.stderr.count("\n") == 1 and "GiB); lower the sizes" in done.stderr
+    reader = StoreReader(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = reader.client.search_runs([reader.store.experiment_id("part1_3b")])
+    assert runs and {run.info.status for run in runs} == {"FAILED"}
+
+
 def test_missing_mnist_fails_before_touching_the_store(tmp_path):
     done = hw1track("run", "part1_1b", "--mnist-dir", str(tmp_path / "nowhere"), cwd=tmp_path,
                     env={"HW1TRACK_DATA_ROOT": str(tmp_path / "empty-root")})

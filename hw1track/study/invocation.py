@@ -6,16 +6,18 @@ before that, so a failure leaves nothing in the store.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from hw1track import config as configs
-from hw1track.errors import UsageError
+from hw1track.errors import OutOfMemory, UsageError
 from hw1track.study.context import RunContext, report
 from hw1track.study.discovery import Experiment, experiments_folder
 from hw1track.study.replicates import check_seeds, default_seeds
@@ -124,5 +126,31 @@ def _run_in_parent(experiment: Experiment, preset: str, config: Any, seeds: int,
                          "versions": package_versions(), "argv": sys.argv,
                          "mnist_md5": dict(mnist_data.MNIST_MD5) if data is not None else None},
                         "run_config.json")
-        experiment.module.run(config, RunContext(parent, device, data, seeds))
+        with _allocation_failures_in_one_line(experiment.name, device):
+            experiment.module.run(config, RunContext(parent, device, data, seeds))
         return parent.run_id
+
+
+@contextmanager
+def _allocation_failures_in_one_line(experiment: str, device: torch.device) -> Iterator[None]:
+    """A model or batch too large for the device (`--set widths=99999999999`) cannot be refused up front
+    without knowing every run module's memory use, so it fails where torch allocates: the runs end
+    FAILED, as with any exception, and the user gets the size that was asked for instead of torch's stack."""
+    try:
+        yield
+    except RuntimeError as exc:
+        message = str(exc)
+        if not isinstance(exc, torch.OutOfMemoryError) and "can't allocate memory" not in message:
+            raise
+        raise OutOfMemory(f"{experiment}: out of memory on {device} (asked for {_asked_size(message)}); lower "
+                          f"the sizes set with --set (widths, batch sizes, train_size) or use a device with more "
+                          f"memory; the runs were marked FAILED") from None
+
+
+def _asked_size(message: str) -> str:
+    """The allocation that failed, from torch's message on the CPU (bytes) or on CUDA (already in GiB)."""
+    if found := re.search(r"allocate (\d+) bytes", message):
+        return f"{int(found.group(1)) / 2**30:,.1f} GiB"
+    if found := re.search(r"allocate ([\d.]+ [KMGTP]iB)", message, re.IGNORECASE):
+        return found.group(1)
+    return "more than it has"
