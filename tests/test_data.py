@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import torch
 from mounts import mounted_tmpfs
 
 from hw1track.errors import DataUnavailable
-from hw1track.training.data import (MNIST_MD5, SOURCES_RECORD, dataset_checksum, load_mnist, prepare_mnist,
+from hw1track.training.data import (MNIST_MD5, ROOT_ENV, SOURCES_RECORD, dataset_checksum, load_mnist, prepare_mnist,
                                     subset)
 
 
@@ -104,11 +105,13 @@ def test_a_checked_source_is_read_again_once_it_changes(tmp_path, mnist_source):
 @pytest.mark.slow
 def test_run_with_another_dataset_named_fails_in_one_line_before_the_store(tmp_path, mnist_source):
     other = _other_dataset(mnist_source, tmp_path)
+    empty_root = tmp_path / "root"
     done = subprocess.run([sys.executable, "-m", "hw1track.cli", "run", "part1_3b", "--mnist-dir", str(other)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, ROOT_ENV: str(empty_root)})
     assert done.returncode == 1
     assert done.stderr.startswith("hw1track: error: checksum mismatch for ") and done.stderr.count("\n") == 1
-    assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "mlflow.db").exists() and not empty_root.exists()  # not even an empty folder
 
 
 def test_a_full_data_root_is_blamed_not_the_source(tmp_path, mnist_source):
@@ -117,7 +120,7 @@ def test_a_full_data_root_is_blamed_not_the_source(tmp_path, mnist_source):
         with pytest.raises(DataUnavailable, match=f"cannot write the MNIST copy in {root}/MNIST/raw: "
                                                   "No space left on device; free space there"):
             prepare_mnist(root, mnist_source)
-        assert not [p for p in (root / "MNIST" / "raw").iterdir() if p.name.startswith(".")]  # no half copy
+        assert not list(root.iterdir())  # no half copy, not even the folders made for it
 
 
 def test_missing_folder_says_how_to_provide_the_files(tmp_path):

@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,7 +169,8 @@ def prepare_mnist(root: Path | None = None, source: Path | str | None = None) ->
     raw = _raw_dir(root)
     source = source or os.environ.get(SOURCE_ENV) or None
     if source:
-        _import_from(Path(source).expanduser(), root)
+        with _no_empty_folders_left(raw):
+            _import_from(Path(source).expanduser(), root)
         return root
     try:
         _verified(raw)
@@ -185,6 +187,19 @@ def prepare_mnist(root: Path | None = None, source: Path | str | None = None) ->
         raise DataUnavailable(f"MNIST is not in {raw} and could not be downloaded ({reason}); "
                               f"{HOW_TO_PROVIDE}") from None
     return root
+
+
+@contextmanager
+def _no_empty_folders_left(raw: Path) -> Iterator[None]:
+    """A failed import leaves no trace: the folders it created for the copy go again if they stayed empty."""
+    created = [folder for folder in (raw, raw.parent, raw.parent.parent) if not folder.exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            with suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def _import_from(source: Path, root: Path) -> None:
