@@ -1,7 +1,8 @@
 """The `hw1track` command: list, run and analyze the experiments.
 
 Every user mistake ends in one line on stderr and a non-zero exit code, before
-anything is written to the tracking store.
+anything is written to the tracking store. So does a disk that fills while a
+command writes (see `full_disk`).
 """
 
 from __future__ import annotations
@@ -10,24 +11,61 @@ import dataclasses
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from hw1track import config as configs
 from hw1track.errors import Hw1Error, UsageError
+from hw1track.full_disk import disk_full_error
 from hw1track.study.discovery import Experiment, discover, get_experiment
 from hw1track.study.invocation import resolve_device, run_experiment
 from hw1track.study.replicates import MAX_SEEDS
 from hw1track.tracking.ending import Terminated, raise_on_sigterm
 from hw1track.tracking.names import CLAIMS_ARTIFACT, TAG_PRESET
 from hw1track.tracking.runs import TrackedRun
-from hw1track.tracking.store import Store
+from hw1track.tracking.store import Store, check_tracking_uri, default_tracking_uri, local_database
 from hw1track.training.data import load_mnist
 from hw1track.training.denormals import flush_denormals
+from hw1track.writable import why_not_writable
+from hw1track.training.threads import MAX_THREADS
 
-TRACKING_URI = click.option("--tracking-uri", default=None, metavar="URI",
+
+
+def _supported_uri(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Checked while the command line is parsed, so an unusable store is refused before anything runs."""
+    check_tracking_uri(value or default_tracking_uri(), "--tracking-uri" if value else "$MLFLOW_TRACKING_URI")
+    return value
+
+
+TRACKING_URI = click.option("--tracking-uri", default=None, metavar="URI", callback=_supported_uri,
                             help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
+
+
+def _check_can_write(path: str | Path, what: str) -> None:
+    """Refuse an output place that cannot be created before any work is done, and create nothing meanwhile."""
+    reason = why_not_writable(path)
+    if reason is not None:
+        raise UsageError(f"cannot write {what} {path}: {reason}")
+
+
+@contextmanager
+def _full_disk_reported(uri: str | None, *outputs: str | Path) -> Iterator[None]:
+    """A full disk or quota becomes one line naming where the command was writing (the store, `outputs`).
+
+    The runs it hit have already ended FAILED on the way out (see `ending`).
+    """
+    try:
+        yield
+    except Exception as exc:
+        database = local_database(uri or default_tracking_uri())
+        folders = ([database.parent] if database is not None else []) + [Path(o) for o in outputs]
+        error = disk_full_error(exc, folders)
+        if error is None:
+            raise
+        raise error from None
 
 
 def _selected(name: str) -> list[Experiment]:
@@ -85,7 +123,7 @@ def list_experiments(tracking_uri: str | None) -> None:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--mnist-dir", default=None, metavar="DIR",
               help="Folder with the MNIST IDX files to import (default: $HW1TRACK_MNIST_DIR).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
               help="CPU threads for torch (default: the experiment's THREADS, else torch's choice).")
 @click.option("--force", is_flag=True,
               help="Train every model again, even those whose identical config already finished.")
@@ -107,8 +145,9 @@ def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, 
         load_mnist(source=mnist_dir)  # missing or corrupted data must fail before the store is created
     for experiment, config in planned:
         started = time.perf_counter()
-        run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir, threads, reuse=not force,
-                                seeds=seeds)
+        with _full_disk_reported(store.uri):
+            run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir, threads,
+                                    reuse=not force, seeds=seeds)
         click.echo(f"{experiment.name}: finished in {time.perf_counter() - started:.1f}s, parent run {run_id} "
                    f"({store.uri})")
 
@@ -131,7 +170,8 @@ def doctor(older_than: float, dry_run: bool, tracking_uri: str | None) -> None:
         store.check_ready()
     orphans = find_orphans(store, stale_after_hours=older_than)
     if not dry_run:
-        mark_killed(store, orphans)
+        with _full_disk_reported(store.uri):
+            mark_killed(store, orphans)
     for run in orphans:
         click.echo(f"{'orphaned' if dry_run else 'marked KILLED'}: {describe(run)}")
     note = " (not marked: --dry-run)" if dry_run and orphans else ""
@@ -153,17 +193,22 @@ def analyze(name: str, run_id: str | None, out: str, tracking_uri: str | None) -
     experiments = _selected(name)
     if run_id and len(experiments) > 1:
         raise UsageError("--run-id needs a single experiment, not all")
+    _check_can_write(out, "figures to")
     reader = StoreReader(tracking_uri)
     parents = [(e, reader.latest_parent(e.name, run_id)) for e in experiments]  # fail before drawing anything
     for experiment, parent in parents:
-        tracked = TrackedRun(reader.client, parent.info.run_id)
-        figures = experiment.analysis().figures(reader, parent)
-        paths = save_figures(figures, Path(out) / experiment.name, tracked)
-        claims = experiment.claims(reader, parent)
-        if claims:
-            tracked.log_json(to_json(claims), CLAIMS_ARTIFACT)
+        not_logged = reader.cannot_log_reason(parent.info.artifact_uri)
+        tracked = None if not_logged else TrackedRun(reader.client, parent.info.run_id)
+        with _full_disk_reported(reader.store.uri, out):
+            figures = experiment.analysis().figures(reader, parent)
+            paths = save_figures(figures, Path(out) / experiment.name, tracked)
+            claims = experiment.claims(reader, parent)
+            if claims and tracked is not None:
+                tracked.log_json(to_json(claims), CLAIMS_ARTIFACT)
+        logged = (f"logged to run {parent.info.run_id}" if tracked is not None
+                  else f"not logged to run {parent.info.run_id}: {not_logged}")
         click.echo(f"{experiment.name}: {len(paths)} figures in {Path(out) / experiment.name}"
-                   f"{f', {len(claims)} claims' if claims else ''} (logged to run {parent.info.run_id})")
+                   f"{f', {len(claims)} claims' if claims else ''} ({logged})")
         for claim in claims:
             click.echo(f"  {claim.line()}")
 
@@ -203,10 +248,13 @@ def report(out: str, tracking_uri: str | None) -> None:
     from hw1track.reporting.report import write_report
     from hw1track.tracking.query import StoreReader
 
-    written = write_report(StoreReader(tracking_uri), out)
+    _check_can_write(out, "the report to")
+    with _full_disk_reported(tracking_uri, Path(out).parent):
+        written = write_report(StoreReader(tracking_uri), out)
     missing = sum(section.parent is None for section in written.sections)
+    logged = f"logged to run {written.run_id}" if written.run_id else f"not logged to MLflow: {written.not_logged}"
     click.echo(f"report: {len(written.sections) - missing} experiments, {missing} not run, in {written.path} "
-               f"(logged to run {written.run_id})")
+               f"({logged})")
 
 
 @cli.command()

@@ -44,7 +44,9 @@ def _run(*command: str) -> subprocess.CompletedProcess:
 
 
 def _unmount(folder: Path) -> None:
-    _run("umount", str(folder)).check_returncode()
+    """Unmounted even when a file is still open there (detached then, and gone once it is closed)."""
+    if _run("umount", str(folder)).returncode != 0:
+        _run("umount", "--lazy", str(folder)).check_returncode()
 
 
 @contextmanager

@@ -43,6 +43,7 @@ from hw1track.tracking.names import (CLAIMS_ARTIFACT, PARAM_SEEDS, TAG_EXPERIMEN
 from hw1track.tracking.provenance import git_commit
 from hw1track.tracking.query import StoreReader
 from hw1track.tracking.runs import TrackedRun
+from hw1track.tracking.store import artifact_location
 
 REPORT_EXPERIMENT = "report"
 REPORT_ARTIFACT = "report.html"
@@ -72,8 +73,9 @@ class Section:
 @dataclass
 class Report:
     path: Path
-    run_id: str
+    run_id: str | None  # None when the store cannot be written: the page is written, not logged
     sections: list[Section]
+    not_logged: str | None = None  # why it was not logged
 
 
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
@@ -327,10 +329,25 @@ def _log(reader: StoreReader, path: Path, sections: list[Section]) -> str:
     return created.info.run_id
 
 
+def _report_artifacts(reader: StoreReader) -> str | None:
+    """Where the report's run keeps its artifacts: its experiment's folder, or the one it would be created with."""
+    found = reader.store.experiment_id(REPORT_EXPERIMENT)
+    if found is not None:
+        return reader.client.get_experiment(found).artifact_location
+    return artifact_location(reader.store.uri, REPORT_EXPERIMENT)
+
+
 def write_report(reader: StoreReader, out: str | Path) -> Report:
-    """Write the page to `out` and log it; nothing is written when the store has no finished run."""
+    """Write the page to `out` and log it; nothing is written when the store has no finished run.
+
+    A store that cannot be written (a read-only mount, published results) still
+    gives its page; only the logging is skipped, and `not_logged` says why.
+    """
     sections = collect(reader)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(sections, reader.store.uri), encoding="utf-8")
+    not_logged = reader.cannot_log_reason(_report_artifacts(reader))
+    if not_logged is not None:
+        return Report(path, None, sections, not_logged)
     return Report(path, _log(reader, path, sections), sections)

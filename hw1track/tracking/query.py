@@ -19,15 +19,18 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Union
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hw1track.errors import StoreError
 from hw1track.tracking.identity import newest_per_config, reused_child_ids
 from hw1track.tracking.names import PARAM_REPLICATE, TAG_EXPERIMENT, TAG_GROUP, TAG_ROLE
 from hw1track.tracking.store import Store, default_tracking_uri, local_database
+from hw1track.writable import why_not_writable
 
 
 class StoreReader:
@@ -63,7 +66,7 @@ class StoreReader:
     def latest_parent(self, experiment: str, run_id: str | None = None) -> Run:
         """The given parent run, or the newest FINISHED one; a `StoreError` says to run it first."""
         if run_id:
-            run = self.client.get_run(run_id)
+            run = self._run(run_id)
             if run.data.tags.get(TAG_EXPERIMENT) != experiment or run.data.tags.get(TAG_ROLE) != "parent":
                 raise StoreError(f"run {run_id} is not a parent run of {experiment}")
             return run
@@ -72,6 +75,33 @@ class StoreReader:
             raise StoreError(f"no finished run of {experiment} in {self.store.uri}; "
                              f"run `hw1track run {experiment}` first")
         return found[0]
+
+    def _run(self, run_id: str) -> Run:
+        """The run `run_id`, or a `StoreError`; asking a store that is not there does not create it."""
+        missing = f"no run {run_id} in {self.store.uri}"
+        if not self.exists(self.store.uri):
+            raise StoreError(f"{missing}: there is no store there")
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        raise StoreError(missing)
+
+    def cannot_log_reason(self, artifact_uri: str | None = None) -> str | None:
+        """Why nothing can be logged to this store (or under `artifact_uri`), or None when it can.
+
+        Reading commands log what they draw back to the store. A store in a place
+        they may not write (a read-only mount, a shared folder, a course's published
+        results) is still read; that logging is skipped, and this says why.
+        A server decides for itself and says so when it refuses.
+        """
+        if local_database(self.store.uri) is None:
+            return None
+        reason = self.store.read_only_reason()
+        if reason is None and artifact_uri and urlparse(artifact_uri).scheme in {"", "file"}:
+            reason = why_not_writable(unquote(urlparse(artifact_uri).path))  # artifacts may live elsewhere
+        return reason
 
     def children(self, parent: Run, status: str | None = "FINISHED") -> list[Run]:
         """The child runs of `parent`, and the finished runs it reused, in the order they were started.

@@ -20,21 +20,77 @@ from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
+from mlflow.store.db.db_types import DATABASE_ENGINES
 
-from hw1track.errors import StoreError
+from hw1track.errors import StoreError, UsageError
 from hw1track.tracking import server_retries
 from hw1track.tracking.names import EXPERIMENT_PREFIX, TAG_EXPERIMENT, TAG_ROLE
+from hw1track.writable import why_not_writable
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small file is noise
 
 DEFAULT_DB = "mlflow.db"
 ARTIFACT_DIR = "mlruns"
 PROBE_TIMEOUT_SECONDS = 5  # a tracking server that does not answer within this is reported unreachable
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+SUPPORTED_URIS = ("sqlite:///PATH", "http(s)://HOST:PORT",
+                  *(f"{engine}://..." for engine in DATABASE_ENGINES if engine != "sqlite"))
 
 
 def default_tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI, else mlflow.db in the working directory (what a plain `mlflow ui` there opens)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
+
+
+def check_tracking_uri(uri: str, given_as: str = "--tracking-uri") -> None:
+    """Refuse, with one line naming what works, a URI whose store MLflow cannot serve here.
+
+    MLflow also takes a folder (`file:` or a plain path) but refuses to open its
+    file store, which is in maintenance mode; other schemes fail deep inside it.
+    The SQL databases are MLflow's own list (`DATABASE_ENGINES`, with an
+    optional `+driver`); SQLite needs a file, not `sqlite://` (in memory, gone
+    when the command exits).
+    """
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme == "sqlite":
+        supported = uri.startswith("sqlite:///") and len(uri) > len("sqlite:///")
+    else:
+        supported = scheme in {"http", "https"} or scheme in DATABASE_ENGINES
+    if not supported:
+        raise UsageError(f"unsupported tracking URI {uri!r} ({given_as}); use {', '.join(SUPPORTED_URIS)}")
+
+
+def check_sqlite_file(database: Path) -> None:
+    """A file that is there but not a SQLite database is refused before MLflow reads (or sets up) anything in it."""
+    if database.is_dir():
+        raise StoreError(f"{database} is a folder, not an MLflow SQLite store; pass another --tracking-uri")
+    try:
+        with open(database, "rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot read the tracking store {database}: {exc.strerror or exc}") from None
+    if header and header != SQLITE_HEADER:  # an empty file is an empty database to SQLite
+        raise StoreError(_not_a_database(database))
+
+
+def _not_a_database(database: Path) -> str:
+    return (f"{database} is not an MLflow SQLite store (not a SQLite database); move it away "
+            f"or pass another --tracking-uri")
+
+
+def _refused(exc: Exception, database: Path) -> StoreError | None:
+    """What opening a SQLite store raised, as one line, when the user can act on it; None for anything else."""
+    text = str(exc)
+    if "file is not a database" in text:  # a damaged file that starts like a database
+        return StoreError(_not_a_database(database))
+    if "out-of-date database schema" in text:
+        return StoreError(f"{database} was made by an older MLflow; back it up, then run "
+                          f"`mlflow db upgrade sqlite:///{database}`")
+    if "attempt to write a readonly database" in text:
+        return StoreError(f"{database} is not set up as an MLflow store yet and cannot be written here")
+    return None
 
 
 def local_database(uri: str) -> Path | None:
@@ -77,13 +133,41 @@ class Store:
             if self.is_server:
                 self._check_reachable()
             return MlflowClient(tracking_uri=self.uri)
+        check_sqlite_file(database)
+        if self.read_only_reason() is not None:
+            # A read-only mount, a shared folder, a course's published results: nobody can set the store up
+            # there, and MLflow only reads an existing, up-to-date database when it opens one. The lock
+            # file could not be created there either.
+            return self._opened(database)
         # Two processes opening a fresh SQLite store would both run its schema migrations and
         # one would fail; the first query under a lock makes the set-up happen once.
         database.parent.mkdir(parents=True, exist_ok=True)
         with self._set_up_lock():
+            return self._opened(database)
+
+    def _opened(self, database: Path) -> MlflowClient:
+        """A client whose first query has run, so that a database MLflow cannot use fails here, in one line."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
             client = MlflowClient(tracking_uri=self.uri)
             client.search_experiments(max_results=1)
+        except (MlflowException, SQLAlchemyError) as exc:
+            refused = _refused(exc, database)
+            if refused is None:
+                raise
+            raise refused from None
         return client
+
+    def read_only_reason(self) -> str | None:
+        """Why this local store's existing database cannot be written, or None (also for a server or no database).
+
+        SQLite writes a journal beside the database, so its folder must be writable too.
+        """
+        database = local_database(self.uri)
+        if database is None or not database.exists():
+            return None
+        return why_not_writable(database) or why_not_writable(database.parent)
 
     def _set_up_lock(self) -> AbstractContextManager:
         database = local_database(self.uri)
@@ -97,6 +181,7 @@ class Store:
                 self._check_reachable()
             return
         folder = database.parent
+        check_sqlite_file(database)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=folder):
