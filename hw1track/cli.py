@@ -23,15 +23,15 @@ from hw1track.full_disk import disk_full_error
 from hw1track.study.discovery import Experiment, discover, get_experiment
 from hw1track.study.invocation import resolve_device, run_experiment
 from hw1track.study.replicates import MAX_SEEDS
+from hw1track.tracking import server_retries
 from hw1track.tracking.ending import Terminated, raise_on_sigterm
 from hw1track.tracking.names import CLAIMS_ARTIFACT, TAG_PRESET
 from hw1track.tracking.runs import TrackedRun
 from hw1track.tracking.store import Store, check_tracking_uri, default_tracking_uri, local_database
 from hw1track.training.data import load_mnist
 from hw1track.training.denormals import flush_denormals
-from hw1track.writable import why_not_writable
 from hw1track.training.threads import MAX_THREADS
-
+from hw1track.writable import why_not_writable
 
 
 def _supported_uri(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -52,20 +52,23 @@ def _check_can_write(path: str | Path, what: str) -> None:
 
 
 @contextmanager
-def _full_disk_reported(uri: str | None, *outputs: str | Path) -> Iterator[None]:
-    """A full disk or quota becomes one line naming where the command was writing (the store, `outputs`).
+def _failures_in_one_line(uri: str | None, *outputs: str | Path) -> Iterator[None]:
+    """A full disk or quota, or a tracking server lost for longer than requests are retried, becomes one
+    line naming where the command was writing (the store, `outputs`) or the server it lost.
 
-    The runs it hit have already ended FAILED on the way out (see `ending`).
+    The runs they hit have already ended FAILED on the way out (see `ending`).
     """
-    try:
-        yield
-    except Exception as exc:
-        database = local_database(uri or default_tracking_uri())
-        folders = ([database.parent] if database is not None else []) + [Path(o) for o in outputs]
-        error = disk_full_error(exc, folders)
-        if error is None:
-            raise
-        raise error from None
+    uri = uri or default_tracking_uri()
+    with server_retries.reported_in_one_line(uri):
+        try:
+            yield
+        except Exception as exc:
+            database = local_database(uri)
+            folders = ([database.parent] if database is not None else []) + [Path(o) for o in outputs]
+            error = disk_full_error(exc, folders)
+            if error is None:
+                raise
+            raise error from None
 
 
 def _selected(name: str) -> list[Experiment]:
@@ -103,7 +106,8 @@ def list_experiments(tracking_uri: str | None) -> None:
 
     reader = StoreReader(tracking_uri)
     for name, experiment in discover().items():
-        parents = reader.parents(name)
+        with _failures_in_one_line(tracking_uri):
+            parents = reader.parents(name)
         if parents:
             run = parents[0]
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
@@ -145,7 +149,7 @@ def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, 
         load_mnist(source=mnist_dir)  # missing or corrupted data must fail before the store is created
     for experiment, config in planned:
         started = time.perf_counter()
-        with _full_disk_reported(store.uri):
+        with _failures_in_one_line(store.uri):
             run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir, threads,
                                     reuse=not force, seeds=seeds)
         click.echo(f"{experiment.name}: finished in {time.perf_counter() - started:.1f}s, parent run {run_id} "
@@ -168,9 +172,9 @@ def doctor(older_than: float, dry_run: bool, tracking_uri: str | None) -> None:
         return
     if not dry_run:
         store.check_ready()
-    orphans = find_orphans(store, stale_after_hours=older_than)
-    if not dry_run:
-        with _full_disk_reported(store.uri):
+    with _failures_in_one_line(store.uri):
+        orphans = find_orphans(store, stale_after_hours=older_than)
+        if not dry_run:
             mark_killed(store, orphans)
     for run in orphans:
         click.echo(f"{'orphaned' if dry_run else 'marked KILLED'}: {describe(run)}")
@@ -195,11 +199,12 @@ def analyze(name: str, run_id: str | None, out: str, tracking_uri: str | None) -
         raise UsageError("--run-id needs a single experiment, not all")
     _check_can_write(out, "figures to")
     reader = StoreReader(tracking_uri)
-    parents = [(e, reader.latest_parent(e.name, run_id)) for e in experiments]  # fail before drawing anything
+    with _failures_in_one_line(tracking_uri):  # fail before drawing anything
+        parents = [(e, reader.latest_parent(e.name, run_id)) for e in experiments]
     for experiment, parent in parents:
         not_logged = reader.cannot_log_reason(parent.info.artifact_uri)
         tracked = None if not_logged else TrackedRun(reader.client, parent.info.run_id)
-        with _full_disk_reported(reader.store.uri, out):
+        with _failures_in_one_line(reader.store.uri, out):
             figures = experiment.analysis().figures(reader, parent)
             paths = save_figures(figures, Path(out) / experiment.name, tracked)
             claims = experiment.claims(reader, parent)
@@ -249,7 +254,7 @@ def report(out: str, tracking_uri: str | None) -> None:
     from hw1track.tracking.query import StoreReader
 
     _check_can_write(out, "the report to")
-    with _full_disk_reported(tracking_uri, Path(out).parent):
+    with _failures_in_one_line(tracking_uri, Path(out).parent):
         written = write_report(StoreReader(tracking_uri), out)
     missing = sum(section.parent is None for section in written.sections)
     logged = f"logged to run {written.run_id}" if written.run_id else f"not logged to MLflow: {written.not_logged}"
