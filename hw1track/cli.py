@@ -20,6 +20,7 @@ import click
 from hw1track import config as configs
 from hw1track.errors import Hw1Error, UsageError
 from hw1track.full_disk import disk_full_error
+from hw1track.study import executors
 from hw1track.study.discovery import Experiment, discover, get_experiment
 from hw1track.study.invocation import resolve_device, run_experiment
 from hw1track.study.replicates import MAX_SEEDS
@@ -131,9 +132,15 @@ def list_experiments(tracking_uri: str | None) -> None:
               help="CPU threads for torch (default: the experiment's THREADS, else torch's choice).")
 @click.option("--force", is_flag=True,
               help="Train every model again, even those whose identical config already finished.")
+@click.option("--executor", type=click.Choice(executors.EXECUTORS), default=executors.LOCAL, show_default=True,
+              help="local: in this process; ray: one Ray task per (experiment, replicate) on a Ray cluster.")
+@click.option("--ray-address", default=None, metavar="ADDRESS",
+              help="The Ray cluster for --executor ray: HEAD:PORT, auto (the one `ray start` runs here) or local "
+                   "(default: $RAY_ADDRESS, else local: one started on this machine for this command).")
 @TRACKING_URI
 def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, seeds: int | None, device: str,
-        mnist_dir: str | None, threads: int | None, force: bool, tracking_uri: str | None) -> None:
+        mnist_dir: str | None, threads: int | None, force: bool, executor: str, ray_address: str | None,
+        tracking_uri: str | None) -> None:
     """Train experiment NAME (or all) and log it to MLflow, reusing models that already finished."""
     experiments = _selected(name)
     if seed is not None:
@@ -142,18 +149,32 @@ def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, 
     if many:
         _check_keys_exist_somewhere(experiments, assignments)
     planned = [(e, configs.resolve(e.presets, preset, _settings_for(e, assignments, many))) for e in experiments]
-    torch_device = resolve_device(device)
     store = Store(tracking_uri)
+    if executor == executors.RAY:
+        _check_ray_executor(ray_address, store.uri)
+    elif ray_address is not None:
+        raise UsageError("--ray-address needs --executor ray")
+    # the cluster's nodes have the GPUs, not necessarily this one (`ray_executor.connected` checks them)
+    torch_device = resolve_device(device, here=executor == executors.LOCAL)
     store.check_ready()  # a read-only folder or a server that does not answer fails here, in seconds
     if any(e.uses_mnist for e, _ in planned):
         load_mnist(source=mnist_dir)  # missing or corrupted data must fail before the store is created
-    for experiment, config in planned:
-        started = time.perf_counter()
-        with _failures_in_one_line(store.uri):
-            run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir, threads,
-                                    reuse=not force, seeds=seeds)
-        click.echo(f"{experiment.name}: finished in {time.perf_counter() - started:.1f}s, parent run {run_id} "
-                   f"({store.uri})")
+    with executors.started(executor, ray_address, torch_device, len(planned)) as chosen:
+        for experiment, config in planned:
+            started = time.perf_counter()
+            with _failures_in_one_line(store.uri):
+                run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir, threads,
+                                        reuse=not force, seeds=seeds, executor=chosen)
+            click.echo(f"{experiment.name}: finished in {time.perf_counter() - started:.1f}s, parent run {run_id} "
+                       f"({store.uri})")
+
+
+def _check_ray_executor(ray_address: str | None, tracking_uri: str) -> None:
+    """Ray installed, and a store every node can reach: refused in one line before anything is created."""
+    from hw1track.study import ray_executor
+
+    ray_executor.check_installed()
+    ray_executor.check_store_reachable(ray_executor.cluster_address(ray_address), tracking_uri)
 
 
 @cli.command()

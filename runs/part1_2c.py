@@ -86,6 +86,7 @@ def run(cfg: Config, ctx: RunContext) -> None:
               "minimal_ratio_tol_definition": curvature.MINIMAL_RATIO_TOL_DEFINITION}
     with ExitStack() as opened:
         children = {}  # seed -> the child run of a training that is not reused
+        replicate_of = {}  # seed -> its replicate's index
         for replicate in ctx.replicates:
             for i in range(cfg.n_trainings):
                 seed = replicate.seed(cfg.seed + i)
@@ -95,13 +96,21 @@ def run(cfg: Config, ctx: RunContext) -> None:
                     {**recipe, "seed": seed, "training": i, **replicate.params}, per_replicate=("training",)))
                 if not isinstance(child, ReusedRun):  # a reused run already holds everything logged below
                     children[seed] = child
+                    replicate_of[seed] = replicate.index
         if children:
-            _train_and_measure(cfg, ctx, x, y, children)
+            _train_and_measure(cfg, ctx, x, y, children, replicate_of)
 
 
 def _train_and_measure(cfg: Config, ctx: RunContext, x: torch.Tensor, y: torch.Tensor,
-                       children: dict[int, TrackedRun]) -> None:
-    """All trainings as one stack, then every Hessian; each child gets its own row of every result."""
+                       children: dict[int, TrackedRun], replicate_of: dict[int, int]) -> None:
+    """All trainings as one stack, then every Hessian; each child gets its own row of every result.
+
+    The parent's metrics have one step per replicate, so that replicates trained
+    as separate tasks never overwrite each other: `n_reached_grad_norm_threshold`
+    at step r counts replicate r's trainings (those trained here), and
+    `training_seconds` and `hessian_seconds`, which belong to the whole stack, are
+    at the step of its first replicate (0 when one stack holds them all).
+    """
     stack = DenseReluStack([seeded_model(lambda: mlp(WIDTHS), seed, ctx.device).to(DTYPE) for seed in children])
     started = time.perf_counter()
     phase1 = minimise(stack, x, y, objective="loss", steps=cfg.epochs, lr=cfg.lr)
@@ -121,8 +130,12 @@ def _train_and_measure(cfg: Config, ctx: RunContext, x: torch.Tensor, y: torch.T
     ctx.report(f"{len(children)} Hessians ({stack.n_params}×{stack.n_params}) and spectra "
                f"in {measured - trained:.1f}s")
 
-    ctx.parent.log_metrics({"n_reached_grad_norm_threshold": float(phase2.reached.sum()),
-                            "training_seconds": trained - started, "hessian_seconds": measured - trained}, step=0)
+    replicates = torch.tensor(list(replicate_of.values()))
+    for r in sorted(set(replicate_of.values())):
+        reached = phase2.reached.cpu()[replicates == r]
+        ctx.parent.log_metrics({"n_reached_grad_norm_threshold": float(reached.sum())}, step=r)
+    ctx.parent.log_metrics({"training_seconds": trained - started, "hessian_seconds": measured - trained},
+                           step=min(replicate_of.values()))
     for i, child in enumerate(children.values()):
         phase2_start = log_trajectory(child, phase1, i, first_step=1, every=cfg.log_every, include_final=False)
         log_trajectory(child, phase2, i, first_step=phase2_start, every=cfg.log_every)

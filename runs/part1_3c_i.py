@@ -8,7 +8,8 @@ evaluated, never trained, on the full train and test sets for α from −1 to 2
 in steps of 0.05; α = 0 and α = 1 are the two trained models exactly. The curve
 is the parent's artifact `interpolation.csv`, one curve per replicate (column
 `replicate`), each between the two models of that replicate, which share their
-seed; each trained model is a child run.
+seed, logged through `ctx.log_replicate_table` so that replicates trained as
+separate tasks add up to one table; each trained model is a child run.
 """
 
 from __future__ import annotations
@@ -71,6 +72,6 @@ def run(cfg: Config, ctx: RunContext) -> None:
         curve = evaluate_along_line(mlp(MODEL).to(ctx.device), endpoints[replicate, 0], endpoints[replicate, 1],
                                     alphas, splits, CLASSIFICATION)
         rows.extend({**row, **replicate.params} for row in curve)
-    ctx.parent.log_csv(pd.DataFrame(rows, columns=CURVE_COLUMNS), "interpolation.csv")
+    ctx.log_replicate_table("interpolation.csv", pd.DataFrame(rows, columns=CURVE_COLUMNS))
     ctx.report(f"interpolation: {len(alphas)} values of α from {alphas[0]} to {alphas[-1]}, "
                f"{len(ctx.replicates)} replicate(s)")

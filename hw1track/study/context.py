@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hw1track.study import replicate_tables
 from hw1track.study.replicates import Replicate, model_name, replicates
 from hw1track.tracking.runs import ParentRun, ReusedRun, TrackedRun
 from hw1track.tracking.weights import restore_weights
@@ -42,17 +43,35 @@ class Member:
 
 @dataclass
 class RunContext:
-    """What a run module sees: its parent run, the device, the data, and how many replicates to train."""
+    """What a run module sees: its parent run, the device, the data, and which replicates to train.
+
+    `replicate_indices` restricts this context to some of the invocation's
+    replicates (one, when an executor trains each replicate as its own task);
+    None means all `seeds` of them, in this process.
+    """
 
     parent: ParentRun
     device: torch.device
     mnist_data: mnist_data.Mnist | None
     seeds: int = 1
+    replicate_indices: tuple[int, ...] | None = None
 
     @property
     def replicates(self) -> tuple[Replicate, ...]:
-        """One per seed asked for: a run module trains each of its configurations once per replicate."""
-        return replicates(self.seeds)
+        """The replicates to train here: a run module trains each of its configurations once per replicate."""
+        if self.replicate_indices is None:
+            return replicates(self.seeds)
+        return tuple(Replicate(index) for index in self.replicate_indices)
+
+    def log_replicate_table(self, table: str, frame: Any) -> None:
+        """A parent table with one block of rows per replicate (column `replicate`), such as a curve per seed.
+
+        Each replicate's rows are logged as a part of their own, so replicates
+        trained in separate processes never overwrite each other; the parent's
+        `table` is assembled from the parts when the invocation ends
+        (`replicate_tables.merge`), whichever way the replicates were trained.
+        """
+        replicate_tables.log_parts(self.parent, table, frame)
 
     def mnist(self) -> mnist_data.Mnist:
         if self.mnist_data is None:

@@ -2,6 +2,11 @@
 
 Data are loaded before the parent run opens and every input is validated
 before that, so a failure leaves nothing in the store.
+
+An invocation is two steps that every executor (`executors`) shares: opening
+the parent run (`opened_parent`), and training replicates into it
+(`train_replicates`), all of them in this process or one per task elsewhere
+(`train_one_replicate`).
 """
 
 from __future__ import annotations
@@ -11,15 +16,18 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from hw1track import config as configs
 from hw1track.errors import OutOfMemory, UsageError
+from hw1track.study import replicate_tables
 from hw1track.study.context import RunContext, report
-from hw1track.study.discovery import Experiment, experiments_folder
+from hw1track.study.discovery import Experiment, experiments_folder, get_experiment
 from hw1track.study.replicates import check_seeds, default_seeds
 from hw1track.tracking import server_retries
 from hw1track.tracking.code_version import code_version
@@ -28,18 +36,19 @@ from hw1track.tracking.names import (PARAM_SEEDS, TAG_CODE_VERSION, TAG_GIT_COMM
                                      TAG_RUN_HASH, TAG_SEED, TAG_TORCH_THREADS, TAG_VERSION_PREFIX)
 from hw1track.tracking.orphans import describe, find_orphans, mark_killed
 from hw1track.tracking.provenance import git_commit, package_versions
-from hw1track.tracking.runs import parent_run
-from hw1track.tracking.store import Store
+from hw1track.tracking.runs import ParentRun, parent_run
+from hw1track.tracking.store import Store, local_database
 from hw1track.training import data as mnist_data
 from hw1track.training.threads import intra_op_threads
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, here: bool = True) -> torch.device:
+    """The device called `name`; with `here`, one this machine has."""
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UsageError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if here and device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {name!r} requested but CUDA is not available on this machine")
     return device
 
@@ -56,11 +65,12 @@ def _parent_tags(experiment: Experiment, config: Any, uses_mnist: bool) -> dict[
 
 def run_experiment(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
                    mnist_dir: str | None = None, threads: int | None = None, reuse: bool = False,
-                   seeds: int | None = None) -> str:
+                   seeds: int | None = None, executor: Executor | None = None) -> str:
     """Train everything `experiment` declares under one parent run, `seeds` times; returns the parent's run id.
 
     `seeds` is the number of replicates of every configuration (the preset's
-    default when None, see `replicates.DEFAULT_SEEDS`).
+    default when None, see `replicates.DEFAULT_SEEDS`). `executor` trains them:
+    in this process unless told otherwise (`executors`).
 
     Data are loaded before the parent run opens, so a missing or corrupted MNIST
     fails without leaving anything in the store. `threads` (else the experiment's
@@ -73,13 +83,16 @@ def run_experiment(experiment: Experiment, preset: str, config: Any, store: Stor
     trains nothing, and every model whose config already FINISHED is reused
     (linked to the new parent) instead of trained again.
     """
+    from hw1track.study.executors import InProcess
+
     seeds = check_seeds(default_seeds(preset) if seeds is None else seeds)
     with server_retries.reported_in_one_line(store.uri):
-        return _run_reusing(experiment, preset, config, store, device, mnist_dir, threads, reuse, seeds)
+        return _run_reusing(experiment, preset, config, store, device, mnist_dir, threads, reuse, seeds,
+                            executor or InProcess())
 
 
 def _run_reusing(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
-                 mnist_dir: str | None, threads: int | None, reuse: bool, seeds: int) -> str:
+                 mnist_dir: str | None, threads: int | None, reuse: bool, seeds: int, executor: Executor) -> str:
     _clear_orphans(experiment.name, store)
     scope = model_scope(preset, config)
     run_hash = config_hash(experiment.name, {**configs.to_params(config), PARAM_SEEDS: seeds}, scope)
@@ -89,8 +102,47 @@ def _run_reusing(experiment: Experiment, preset: str, config: Any, store: Store,
         report(experiment.name, f"an identical run already finished (parent run {finished.info.run_id}): "
                                  f"nothing to train; --force trains it again")
         return finished.info.run_id
-    with intra_op_threads(threads or experiment.threads or torch.get_num_threads()):
-        return _run_in_parent(experiment, preset, config, seeds, store, device, mnist_dir, scope, run_hash, reuse)
+    threads = threads or experiment.threads or executor.default_threads()
+    invocation = Invocation(experiment.name, preset, config, seeds, str(device), _absolute_uri(store.uri), scope,
+                            run_hash, reuse, threads, mnist_dir)
+    with intra_op_threads(threads):
+        return executor.run(experiment, invocation, store)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What training the replicates of one invocation needs, in plain values, so that a task elsewhere can do it.
+
+    `tracking_uri` is absolute (see `_absolute_uri`): a task may run in another
+    working directory, as Ray's do.
+    """
+
+    experiment: str
+    preset: str
+    config: Any
+    seeds: int
+    device: str
+    tracking_uri: str
+    scope: Mapping[str, Any]
+    run_hash: str
+    reuse: bool
+    threads: int
+    mnist_dir: str | None
+
+
+class Executor(Protocol):
+    """How an invocation's replicates get trained once its parent run is open (see `executors`)."""
+
+    def default_threads(self) -> int:
+        """torch's intra-op threads when neither --threads nor the experiment's THREADS says."""
+
+    def run(self, experiment: Experiment, invocation: Invocation, store: Store) -> str:
+        """Open the parent (`opened_parent`), train every replicate into it (`train_replicates`); its run id."""
+
+
+def _absolute_uri(uri: str) -> str:
+    database = local_database(uri)
+    return uri if database is None else f"sqlite:///{database.resolve()}"
 
 
 def model_scope(preset: str, config: Any) -> dict[str, Any]:
@@ -112,23 +164,52 @@ def _clear_orphans(experiment: str, store: Store) -> None:
         report(experiment, f"marked KILLED, its process is gone: {describe(run)}")
 
 
-def _run_in_parent(experiment: Experiment, preset: str, config: Any, seeds: int, store: Store, device: torch.device,
-                   mnist_dir: str | None, scope: Mapping[str, Any], run_hash: str, reuse: bool) -> str:
-    data = mnist_data.load_mnist(source=mnist_dir).to(device) if experiment.uses_mnist else None
+@contextmanager
+def opened_parent(experiment: Experiment, invocation: Invocation, store: Store) -> Iterator[ParentRun]:
+    """The invocation's parent run with its params and run_config.json; when the body ends without an
+    exception, the tables its replicates logged in parts are assembled (`replicate_tables.merge`) and it
+    ends FINISHED, else FAILED or KILLED (`ending`)."""
+    device, config, preset, seeds = invocation.device, invocation.config, invocation.preset, invocation.seeds
     run_name = f"{experiment.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    tags = {**_parent_tags(experiment, config, experiment.uses_mnist), TAG_CODE_VERSION: scope["code_version"],
-            TAG_RUN_HASH: run_hash, TAG_REUSE: str(reuse).lower()}
-    with parent_run(store, experiment.name, preset, run_name, tags, scope=scope, reuse=reuse) as parent:
-        parent.log_params({**configs.to_params(config), "preset": preset, PARAM_SEEDS: seeds, "device": str(device)})
+    tags = {**_parent_tags(experiment, config, experiment.uses_mnist),
+            TAG_CODE_VERSION: invocation.scope["code_version"], TAG_RUN_HASH: invocation.run_hash,
+            TAG_REUSE: str(invocation.reuse).lower()}
+    with parent_run(store, experiment.name, preset, run_name, tags, scope=invocation.scope,
+                    reuse=invocation.reuse) as parent:
+        parent.log_params({**configs.to_params(config), "preset": preset, PARAM_SEEDS: seeds, "device": device})
         parent.log_json({"experiment": experiment.name, "preset": preset, "config": configs.to_dict(config),
                          PARAM_SEEDS: seeds,
-                         "device": str(device), "git_commit": tags[TAG_GIT_COMMIT],
+                         "device": device, "git_commit": tags[TAG_GIT_COMMIT],
                          "versions": package_versions(), "argv": sys.argv,
-                         "mnist_md5": dict(mnist_data.MNIST_MD5) if data is not None else None},
+                         "mnist_md5": dict(mnist_data.MNIST_MD5) if experiment.uses_mnist else None},
                         "run_config.json")
-        with _allocation_failures_in_one_line(experiment.name, device):
-            experiment.module.run(config, RunContext(parent, device, data, seeds))
-        return parent.run_id
+        yield parent
+        replicate_tables.merge(parent)
+
+
+def train_replicates(experiment: Experiment, config: Any, ctx: RunContext) -> None:
+    """The experiment's own code, on the replicates `ctx` holds; a model too large for memory is one line."""
+    with _allocation_failures_in_one_line(experiment.name, ctx.device):
+        experiment.module.run(config, ctx)
+
+
+def train_one_replicate(invocation: Invocation, parent_run_id: str, replicate: int, mnist_root: str | None) -> None:
+    """Replicate `replicate` of an invocation whose parent is open elsewhere, in a process of its own.
+
+    Everything comes from `invocation` and the absolute paths it was given, not
+    from this process's working directory or environment: the store client is
+    made again from the URI, MNIST is loaded from `mnist_root` (imported from
+    `invocation.mnist_dir` if needed) and the children nest under `parent_run_id`.
+    """
+    experiment = get_experiment(invocation.experiment)
+    store = Store(invocation.tracking_uri)
+    device = torch.device(invocation.device)
+    with server_retries.reported_in_one_line(store.uri), intra_op_threads(invocation.threads):
+        data = (mnist_data.load_mnist(Path(mnist_root) if mnist_root else None, invocation.mnist_dir).to(device)
+                if experiment.uses_mnist else None)
+        parent = ParentRun.attach(store, parent_run_id, scope=invocation.scope, reuse=invocation.reuse)
+        train_replicates(experiment, invocation.config,
+                         RunContext(parent, device, data, invocation.seeds, replicate_indices=(replicate,)))
 
 
 @contextmanager

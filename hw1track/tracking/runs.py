@@ -185,6 +185,15 @@ class ParentRun(TrackedRun):
         self.scope = dict(scope or {})
         self.reuse = reuse and store is not None
 
+    @classmethod
+    def attach(cls, store: Store, run_id: str, *, scope: Mapping[str, Any] | None = None,
+               reuse: bool = False) -> ParentRun:
+        """The parent run `run_id`, opened elsewhere (by the process that hands out the replicates, see
+        `executors`), to nest children under; ending it stays with the process that opened it."""
+        run = store.client.get_run(run_id)
+        return cls(store.client, run_id, run.info.experiment_id, run.data.tags[TAG_EXPERIMENT],
+                   run.data.tags[TAG_PRESET], store=store, scope=scope, reuse=reuse)
+
     def child_hash(self, params: Mapping[str, Any]) -> str:
         return config_hash(self.experiment, params, self.scope)
 
