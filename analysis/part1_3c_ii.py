@@ -1,4 +1,5 @@
-"""part1_3c_ii figure and claims: final loss and accuracy with sensitivity and sharpness, against the batch size.
+"""part1_3c_ii figures and claims: final loss and accuracy with sensitivity and sharpness, and the Hessian's
+λ_max and trace, against the batch size.
 
 Every batch size is trained once per replicate, all batch sizes of one
 replicate from the same initial weights; the figure shows each batch size's
@@ -95,7 +96,24 @@ def figures(reader: StoreReader, parent: Run) -> dict:
 
     fig.suptitle(f"MNIST MLP, same epochs for every batch size, {seeds_text(n_seeds)} each "
                  f"(updates per model: {updates})", fontsize=9)
-    return {"batch_size": fig}
+    return {"batch_size": fig, "curvature": _curvature_figure(final, batch_sizes, n_seeds, updates)}
+
+
+def _curvature_figure(final: pd.DataFrame, batch_sizes: list[int], n_seeds: int, updates: str):
+    """λ_max and trace of the Hessian on the sharpness subset, each on its own log axis."""
+    fig, axes = subplots(1, 2, width=6.2, height=3.8)
+    for ax, key, label, color in ((axes[0], "lambda_max", "λ_max (Lanczos)", "tab:red"),
+                                  (axes[1], "hessian_trace", "trace (Hutchinson)", "tab:purple")):
+        plot_intervals(ax, batch_sizes, _per_batch_size(final, key, NON_NEGATIVE), fmt="-D", color=color,
+                       label=label, linewidth=2)
+        ax.set(xscale="log", yscale="log", xlabel="batch size (log scale)",
+               ylabel=f"Hessian {label.split(' ')[0]} of the training cross-entropy", title=f"Hessian {label}")
+        ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes], rotation=45, fontsize=8)
+        ax.minorticks_off()
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Hessian at the final weights on the sharpness subset, {seeds_text(n_seeds)} each; same epochs "
+                 f"for every batch size (updates: {updates})", fontsize=9)
+    return fig
 
 
 def claims(reader: StoreReader, parent: Run) -> list[Claim]:
@@ -110,6 +128,10 @@ def claims(reader: StoreReader, parent: Run) -> list[Claim]:
         trend_over_seeds("part1_3c_ii.sharpness_grows_with_batch_size",
                          "Sharpness φ_ε (ε = 1e-3, Keskar et al. 2017) grows with the batch size.",
                          along_batch_size(SHARPNESS_CLAIMED), SHARPNESS_CLAIMED, "batch size"),
+        trend_over_seeds("part1_3c_ii.lambda_max_grows_with_batch_size",
+                         "The Hessian's largest eigenvalue λ_max on the training subset grows with the batch size "
+                         "(at equal epochs, so with fewer updates).", along_batch_size("lambda_max"), "lambda_max",
+                         "batch size"),
         trend_over_seeds("part1_3c_ii.sensitivity_falls_with_batch_size",
                          "Sensitivity (mean Frobenius norm of the softmax's input Jacobian on the test set) falls as "
                          "the batch size grows.", along_batch_size("sensitivity"), "sensitivity", "batch size",

@@ -5,10 +5,12 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import check_claim, hw1track, run_quick
 from scipy import stats
 
 from analysis import part1_3c_ii as analysis
+from hw1track.measures.hessian_spectrum import HessianOperator, top_eigenvalue
 from hw1track.measures.sensitivity import DEFINITION, sensitivity
 from hw1track.measures.sharpness import model_loss
 from hw1track.reporting.plotting import seeds_text
@@ -19,7 +21,8 @@ from hw1track.training.data import load_mnist, subset
 from hw1track.training.models import mlp
 from runs import part1_3c_ii
 
-CLAIM_IDS = ["part1_3c_ii.sharpness_grows_with_batch_size", "part1_3c_ii.sensitivity_falls_with_batch_size"]
+CLAIM_IDS = ["part1_3c_ii.sharpness_grows_with_batch_size", "part1_3c_ii.lambda_max_grows_with_batch_size",
+             "part1_3c_ii.sensitivity_falls_with_batch_size"]
 
 
 def test_presets_sweep_the_homeworks_batch_sizes_under_the_agreed_metric_names():
@@ -53,7 +56,8 @@ def test_quick_run_logs_updates_sensitivity_and_sharpness_and_analysis_draws_the
         assert params["sensitivity_definition"] == DEFINITION and params["sharpness_maxiter"] == "3"
         assert params["sharpness_examples"] == str(n_sharp)
         assert {"train_loss", "test_loss", "train_acc", "test_acc", "sensitivity", "sharpness_eps1e-3",
-                "sharpness_eps5e-4", "n_updates"} <= set(metrics)
+                "sharpness_eps5e-4", "n_updates", "lambda_max", "lambda_max_residual", "hessian_trace",
+                "hessian_trace_stderr"} <= set(metrics)
         assert metrics["n_updates"] == math.ceil(n_train / int(params["batch_size"]))
         assert metrics["sharpness_eps1e-3"] > 0 and metrics["sharpness_eps5e-4"] > 0
 
@@ -63,15 +67,21 @@ def test_quick_run_logs_updates_sensitivity_and_sharpness_and_analysis_draws_the
         assert metrics["sensitivity"] == pytest.approx(sensitivity(model, test_x), rel=1e-6)
         theta, loss = model_loss(model, *sharpness_set)
         assert metrics["sharpness_base_loss"] == pytest.approx(loss(theta)[0], rel=1e-9)
+        # λ_max and the trace of the same loss's Hessian: a longer Lanczos run from other probes agrees
+        operator = HessianOperator.of_model(model, F.cross_entropy, *sharpness_set)
+        longer = top_eigenvalue(operator, steps=60, generator=torch.Generator().manual_seed(7))
+        assert metrics["lambda_max"] == pytest.approx(longer.value, rel=1e-3)
+        assert metrics["lambda_max_residual"] < 1e-2 * metrics["lambda_max"]
+        assert 0 < metrics["hessian_trace_stderr"] < 0.2 * metrics["hessian_trace"]
     updates = [c.data.metrics["n_updates"] for c in per_seed[0]]
     assert updates == sorted(updates, reverse=True) and updates[0] == 160
 
     out = tmp_path / "analysis"
     drawn = hw1track("analyze", "part1_3c_ii", "--tracking-uri", store_uri, "--out", str(out), cwd=tmp_path)
     assert drawn.returncode == 0, drawn.stderr
-    assert [p.name for p in (out / "part1_3c_ii").iterdir()] == ["batch_size.png"]
+    assert sorted(p.name for p in (out / "part1_3c_ii").iterdir()) == ["batch_size.png", "curvature.png"]
     assert {a.path for a in reader.client.list_artifacts(parent_id, "figures")} == {
-        "figures/batch_size.png"}
+        "figures/batch_size.png", "figures/curvature.png"}
     logged_claims = from_json(reader.download(parent, CLAIMS_ARTIFACT).read_text())
     assert [claim.id for claim in logged_claims] == CLAIM_IDS
 
@@ -93,11 +103,11 @@ def test_quick_run_logs_updates_sensitivity_and_sharpness_and_analysis_draws_the
     # the claims fit each measure's trend against log10 of the batch size within a seed, then average over seeds
     claims = {claim.id: claim for claim in analysis.claims(reader, parent)}
     assert list(claims) == CLAIM_IDS and claims == {claim.id: claim for claim in logged_claims}
-    for claim_id, key in zip(CLAIM_IDS, ("sharpness_eps1e-3", "sensitivity")):
+    for claim_id, key in zip(CLAIM_IDS, ("sharpness_eps1e-3", "lambda_max", "sensitivity")):
         slopes = [stats.linregress(np.log10([int(r.data.params["batch_size"]) for r in runs]),
                                    [r.data.metrics[key] for r in runs]).slope for runs in per_seed]
         claim = claims[claim_id]
-        check_claim(claim, n_seeds, direction=+1 if claim_id == CLAIM_IDS[0] else -1)
+        check_claim(claim, n_seeds, direction=-1 if claim_id.endswith("falls_with_batch_size") else +1)
         assert claim.effect == pytest.approx(np.mean(slopes), rel=1e-9)
 
 

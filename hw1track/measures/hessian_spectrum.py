@@ -38,6 +38,7 @@ from torch import nn
 from torch.func import grad, vjp, vmap
 
 from hw1track.measures.curvature import FlatLoss, flatten_params, loss_of_flat_params
+from hw1track.training.evaluation import eval_mode
 
 BREAKDOWN = 1e-10  # a Lanczos β below this × ‖T‖ means the probe's Krylov space is exhausted
 
@@ -53,9 +54,11 @@ class HessianOperator:
     @classmethod
     def of_model(cls, model: nn.Module, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
                  y: torch.Tensor) -> HessianOperator:
-        """The Hessian of `loss` over (x, y) at `model`'s weights, in eval mode, over all its parameters."""
-        model.eval()
-        return cls(loss_of_flat_params(model, loss, x, y), flatten_params(model))
+        """The Hessian of `loss` over (x, y) at `model`'s weights, in eval mode, over all its parameters.
+
+        The forward pass happens here, once: the model is back in its own mode afterwards."""
+        with eval_mode(model):
+            return cls(loss_of_flat_params(model, loss, x, y), flatten_params(model))
 
     @property
     def dim(self) -> int:
