@@ -13,14 +13,17 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+import torch
 from mlflow.entities import Run
 
-from hw1track.reporting.plotting import bounded_interval, plot_intervals, seeds_text, subplots
+from hw1track.measures.hessian_spectrum import SpectralDensity
+from hw1track.reporting.plotting import bounded_interval, geometric_interval, plot_intervals, seeds_text, subplots
 from hw1track.stats.claims import Claim, trend_over_seeds
 from hw1track.stats.intervals import Interval
-from hw1track.tracking.names import PARAM_REPLICATE
+from hw1track.tracking.names import HESSIAN_DENSITY_ARTIFACT, PARAM_REPLICATE
 from hw1track.tracking.query import StoreReader, replicate
 
+DENSITY_COLORS = {True: "tab:blue", False: "tab:red"}  # smallest batch, largest batch
 SHARPNESS_PREFIX = "sharpness_eps"
 SHARPNESS_CLAIMED = "sharpness_eps1e-3"
 TRAIN_COLOR, TEST_COLOR = "tab:blue", "tab:orange"
@@ -96,16 +99,53 @@ def figures(reader: StoreReader, parent: Run) -> dict:
 
     fig.suptitle(f"MNIST MLP, same epochs for every batch size, {seeds_text(n_seeds)} each "
                  f"(updates per model: {updates})", fontsize=9)
-    return {"batch_size": fig, "curvature": _curvature_figure(final, batch_sizes, n_seeds, updates)}
+    return {"batch_size": fig, "curvature": _curvature_figure(final, batch_sizes, n_seeds, updates),
+            "hessian_density": _density_figure(reader, reader.children(parent), n_seeds)}
+
+
+def _density_figure(reader: StoreReader, children: list[Run], n_seeds: int):
+    """The Hessian's eigenvalue density of the smallest- and the largest-batch models, one line per seed.
+
+    Each seed's SLQ nodes are spread by a Gaussian a 200th of the plotted range wide; the y axis is
+    logarithmic because the density is a bulk near zero and a few outliers orders of magnitude rarer.
+    """
+    tables = {}
+    for run in children:
+        if HESSIAN_DENSITY_ARTIFACT in reader.artifacts(run):
+            frame = pd.read_csv(reader.download(run, HESSIAN_DENSITY_ARTIFACT))
+            tables[int(run.data.params["batch_size"]), replicate(run)] = frame
+    fig, ax = subplots(1, 1, width=6.2, height=4.2)
+    if not tables:
+        ax.set_title("No Hessian density was logged for this run")
+        return fig
+    low = min(frame.eigenvalue.min() for frame in tables.values())
+    high = max(frame.eigenvalue.max() for frame in tables.values())
+    margin = 0.05 * (high - low)
+    grid = torch.linspace(low - margin, high + margin, 1001)
+    width = (high - low) / 200
+    for (batch_size, _), frame in sorted(tables.items()):
+        density = SpectralDensity(torch.tensor(frame.eigenvalue.values).reshape(frame.probe.nunique(), -1),
+                                  torch.tensor(frame.weight.values).reshape(frame.probe.nunique(), -1), 0)
+        color = DENSITY_COLORS[batch_size == min(batch for batch, _ in tables)]
+        ax.plot(grid, density.smoothed(grid, width).clamp(min=1e-12), color=color, linewidth=1, alpha=0.8,
+                label=f"batch {batch_size}")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), [f"{label} ({seeds_text(n_seeds)}, one line each)" for label in unique], fontsize=7)
+    ax.set(yscale="log", ylim=(1e-6, None), xlabel="Hessian eigenvalue λ of the training cross-entropy",
+           ylabel="density of eigenvalues (1 / unit of λ)",
+           title="Hessian eigenvalue density (SLQ), smallest vs largest batch")
+    return fig
 
 
 def _curvature_figure(final: pd.DataFrame, batch_sizes: list[int], n_seeds: int, updates: str):
-    """λ_max and trace of the Hessian on the sharpness subset, each on its own log axis."""
+    """λ_max and trace of the Hessian on the sharpness subset, each on its own log axis, so with geometric
+    means and intervals (an arithmetic interval of two positive values easily reaches below zero)."""
     fig, axes = subplots(1, 2, width=6.2, height=3.8)
     for ax, key, label, color in ((axes[0], "lambda_max", "λ_max (Lanczos)", "tab:red"),
                                   (axes[1], "hessian_trace", "trace (Hutchinson)", "tab:purple")):
-        plot_intervals(ax, batch_sizes, _per_batch_size(final, key, NON_NEGATIVE), fmt="-D", color=color,
-                       label=label, linewidth=2)
+        geometric = [geometric_interval(values) for _, values in final.groupby("batch_size")[key]]
+        plot_intervals(ax, batch_sizes, geometric, fmt="-D", color=color, label=f"{label}, geometric", linewidth=2)
         ax.set(xscale="log", yscale="log", xlabel="batch size (log scale)",
                ylabel=f"Hessian {label.split(' ')[0]} of the training cross-entropy", title=f"Hessian {label}")
         ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes], rotation=45, fontsize=8)

@@ -17,6 +17,11 @@ train/test loss and accuracy and, for the final weights:
   on the same subset, as curvature is measured since Keskar et al. (PyHessian,
   Yao et al. 2020); about 1.5 s per model on 2,000 examples
   (benchmarks/hessian_spectrum.py).
+
+The models of the smallest and the largest batch size also log the Hessian's
+eigenvalue density, by stochastic Lanczos quadrature (`hessian_density.csv`:
+per probe, the quadrature nodes and their weights), which the analysis draws
+on one figure.
 """
 
 from __future__ import annotations
@@ -24,14 +29,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from hw1track.config import SWEEP, MnistSplits, setting
 from hw1track.measures import sensitivity as input_sensitivity
-from hw1track.measures.hessian_spectrum import HessianOperator, hutchinson_trace, top_eigenvalue
+from hw1track.measures.hessian_spectrum import HessianOperator, hutchinson_trace, spectral_density, top_eigenvalue
 from hw1track.measures.sharpness import model_loss, sharpness
 from hw1track.study.context import Member, RunContext
+from hw1track.tracking.names import HESSIAN_DENSITY_ARTIFACT
 from hw1track.training.data import subset
 from hw1track.training.models import describe, mlp, seeded_model
 from hw1track.training.tasks import CLASSIFICATION
@@ -51,6 +58,8 @@ class Config(MnistSplits):
     sharpness_maxiter: int = 10
     hessian_lanczos_steps: int = 30  # λ_max's residual bound is below 1e-3 of it by then on these nets
     hessian_trace_probes: int = 100  # a standard error of a few % of the trace
+    density_probes: int = 4  # SLQ: ~7.5 s per model for 4 x 80 products on 2,000 examples, two batch sizes only
+    density_steps: int = 80
 
 
 PRESETS = {
@@ -82,6 +91,21 @@ def flatness(model, cfg: Config, test_x, sharpness_set) -> dict[str, float]:
     return measured
 
 
+def density_table(model, cfg: Config, sharpness_set) -> pd.DataFrame:
+    """SLQ nodes and weights of the Hessian of the same loss as λ_max, one row per (probe, node)."""
+    operator = HessianOperator.of_model(model, F.cross_entropy, *sharpness_set)
+    density = spectral_density(operator, probes=cfg.density_probes, steps=cfg.density_steps,
+                               generator=torch.Generator().manual_seed(cfg.seed))
+    probes, steps = density.nodes.shape
+    return pd.DataFrame({"probe": torch.arange(probes).repeat_interleave(steps).numpy(),
+                         "eigenvalue": density.nodes.flatten().numpy(), "weight": density.weights.flatten().numpy()})
+
+
+def density_batch_sizes(batch_sizes: tuple[int, ...]) -> set[int]:
+    """The batch sizes whose models log their density: the smallest and the largest, the comparison that matters."""
+    return {min(batch_sizes), max(batch_sizes)}
+
+
 def run(cfg: Config, ctx: RunContext) -> None:
     train, test = ctx.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
     sharpness_set = subset(*train, cfg.sharpness_examples, cfg.seed)  # the same examples for every model
@@ -96,10 +120,12 @@ def run(cfg: Config, ctx: RunContext) -> None:
     for batch_size in cfg.batch_sizes:
         n_updates = cfg.epochs * math.ceil(len(train[0]) / batch_size)
 
-        def log_flatness(child, model, n_updates=n_updates):
+        def log_flatness(child, model, n_updates=n_updates, extreme=batch_size in density_batch_sizes(cfg.batch_sizes)):
             measured = {"n_updates": n_updates, **flatness(model, cfg, test[0], sharpness_set)}
             child.log_metrics(measured, step=cfg.epochs)
             ctx.report(", ".join(f"{key} {value:.6g}" for key, value in measured.items()))
+            if extreme:
+                child.log_csv(density_table(model, cfg, sharpness_set), HESSIAN_DENSITY_ARTIFACT)
 
         members = {}
         for replicate in ctx.replicates:

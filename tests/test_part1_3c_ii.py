@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from hw1track.measures.sensitivity import DEFINITION, sensitivity
 from hw1track.measures.sharpness import model_loss
 from hw1track.reporting.plotting import seeds_text
 from hw1track.stats.claims import INCONCLUSIVE, from_json
-from hw1track.tracking.names import CLAIMS_ARTIFACT
+from hw1track.tracking.names import CLAIMS_ARTIFACT, HESSIAN_DENSITY_ARTIFACT
 from hw1track.tracking.query import replicate
 from hw1track.training.data import load_mnist, subset
 from hw1track.training.models import mlp
@@ -73,15 +74,29 @@ def test_quick_run_logs_updates_sensitivity_and_sharpness_and_analysis_draws_the
         assert metrics["lambda_max"] == pytest.approx(longer.value, rel=1e-3)
         assert metrics["lambda_max_residual"] < 1e-2 * metrics["lambda_max"]
         assert 0 < metrics["hessian_trace_stderr"] < 0.2 * metrics["hessian_trace"]
+        # the smallest and largest batch sizes also log the SLQ density, whose top node is λ_max
+        logged = reader.artifacts(child)
+        if int(params["batch_size"]) in (10, 1510):
+            density = pd.read_csv(reader.download(child, HESSIAN_DENSITY_ARTIFACT))
+            assert list(density.columns) == ["probe", "eigenvalue", "weight"] and density.probe.nunique() == 4
+            assert density.groupby("probe").weight.sum().to_numpy() == pytest.approx(np.ones(4), abs=1e-9)
+            assert density.eigenvalue.max() == pytest.approx(longer.value, rel=1e-3)
+        else:
+            assert HESSIAN_DENSITY_ARTIFACT not in logged
     updates = [c.data.metrics["n_updates"] for c in per_seed[0]]
     assert updates == sorted(updates, reverse=True) and updates[0] == 160
 
     out = tmp_path / "analysis"
     drawn = hw1track("analyze", "part1_3c_ii", "--tracking-uri", store_uri, "--out", str(out), cwd=tmp_path)
     assert drawn.returncode == 0, drawn.stderr
-    assert sorted(p.name for p in (out / "part1_3c_ii").iterdir()) == ["batch_size.png", "curvature.png"]
+    drawn_names = ["batch_size.png", "curvature.png", "hessian_density.png"]
+    assert sorted(p.name for p in (out / "part1_3c_ii").iterdir()) == drawn_names
     assert {a.path for a in reader.client.list_artifacts(parent_id, "figures")} == {
-        "figures/batch_size.png", "figures/curvature.png"}
+        f"figures/{name}" for name in drawn_names}
+    (density_axes,) = analysis.figures(reader, parent)["hessian_density"].axes
+    assert len(density_axes.lines) == 2 * n_seeds  # smallest and largest batch, one line per seed
+    assert [text.get_text() for text in density_axes.get_legend().get_texts()] == [
+        f"batch {b} ({seeds_text(n_seeds)}, one line each)" for b in (10, 1510)]
     logged_claims = from_json(reader.download(parent, CLAIMS_ARTIFACT).read_text())
     assert [claim.id for claim in logged_claims] == CLAIM_IDS
 

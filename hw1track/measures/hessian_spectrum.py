@@ -203,7 +203,7 @@ def spectral_density(operator: HessianOperator, *, probes: int = 4, steps: int =
         padding = steps - len(probe_nodes)
         nodes.append(torch.cat([probe_nodes, probe_nodes[-1:].expand(padding)]))
         weights.append(torch.cat([probe_weights, probe_weights.new_zeros(padding)]))
-    return SpectralDensity(torch.stack(nodes), torch.stack(weights), operator.products - before)
+    return SpectralDensity(torch.stack(nodes).cpu(), torch.stack(weights).cpu(), operator.products - before)
 
 
 def _gaussian(like: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:

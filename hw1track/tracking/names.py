@@ -37,4 +37,5 @@ PARAM_SEED = "seed"  # the model's own seed: initialisation and data order
 PARAM_SEEDS = "seeds"  # on a parent: how many replicates of every configuration were asked for
 CLAIMS_ARTIFACT = "claims.json"  # on a parent: the homework's questions answered across seeds (see `reporting.claims`)
 
+HESSIAN_DENSITY_ARTIFACT = "hessian_density.csv"  # on a child: SLQ nodes and weights per probe (part1_3c_ii)
 WEIGHTS_ARTIFACT = "weights/final.pt"  # a model's final state_dict, loadable with torch.load(weights_only=True)
