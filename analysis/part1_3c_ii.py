@@ -24,6 +24,7 @@ from hw1track.tracking.names import HESSIAN_DENSITY_ARTIFACT, PARAM_REPLICATE
 from hw1track.tracking.query import StoreReader, replicate
 
 DENSITY_COLORS = {True: "tab:blue", False: "tab:red"}  # smallest batch, largest batch
+EQUAL_EPOCHS, EQUAL_UPDATES = "equal_epochs", "equal_updates"  # the arms of runs/part1_3c_ii.py (param `arm`)
 SHARPNESS_PREFIX = "sharpness_eps"
 SHARPNESS_CLAIMED = "sharpness_eps1e-3"
 TRAIN_COLOR, TEST_COLOR = "tab:blue", "tab:orange"
@@ -33,10 +34,15 @@ DODGE = {"train": 10 ** -0.02, "test": 10 ** 0.02}
 ACCURACY_RANGE, NON_NEGATIVE = (0.0, 1.0), (0.0, math.inf)
 
 
-def _final_values(children: list[Run]) -> pd.DataFrame:
-    """One row per trained model: its batch size, replicate and final metrics."""
+def _final_values(children: list[Run], arm: str = EQUAL_EPOCHS) -> pd.DataFrame:
+    """One row per trained model of `arm`: its batch size, replicate and final metrics (none: an empty frame).
+
+    Runs from before the arms existed have no `arm` param: they were all equal epochs.
+    """
     rows = [{"batch_size": int(run.data.params["batch_size"]), PARAM_REPLICATE: replicate(run), **run.data.metrics}
-            for run in children]
+            for run in children if run.data.params.get("arm", EQUAL_EPOCHS) == arm]
+    if not rows:
+        return pd.DataFrame()
     return pd.DataFrame(rows).sort_values(["batch_size", PARAM_REPLICATE]).reset_index(drop=True)
 
 
@@ -69,12 +75,13 @@ def _legend(ax, twin, n_seeds: int) -> None:
 
 
 def figures(reader: StoreReader, parent: Run) -> dict:
-    final = _final_values(reader.children(parent))
+    children = reader.children(parent)
+    final = _final_values(children)
     batch_sizes = sorted(final.batch_size.unique())
     n_seeds = int(final.groupby("batch_size").size().max())
     sharpness_keys = sorted((key for key in final.columns if key.startswith(SHARPNESS_PREFIX)),
                             key=lambda key: -float(key.removeprefix(SHARPNESS_PREFIX)))
-    updates = ", ".join(f"{b}: {int(u)}" for b, u in final.groupby("batch_size").n_updates.first().items())
+    updates = _updates_text(final)
 
     fig, (left, right) = subplots(1, 2, width=6.2, height=4.6)
     _plot_loss_and_accuracy(left, final, n_seeds)
@@ -99,8 +106,36 @@ def figures(reader: StoreReader, parent: Run) -> dict:
 
     fig.suptitle(f"MNIST MLP, same epochs for every batch size, {seeds_text(n_seeds)} each "
                  f"(updates per model: {updates})", fontsize=9)
-    return {"batch_size": fig, "curvature": _curvature_figure(final, batch_sizes, n_seeds, updates),
-            "hessian_density": _density_figure(reader, reader.children(parent), n_seeds)}
+    drawn = {"batch_size": fig, "curvature": _curvature_figure(final, batch_sizes, n_seeds, updates),
+             "hessian_density": _density_figure(reader, children, n_seeds)}
+    equal = _final_values(children, EQUAL_UPDATES)
+    if not equal.empty:
+        drawn["equal_updates"] = _equal_updates_figure(equal, n_seeds)
+    return drawn
+
+
+def _updates_text(final: pd.DataFrame) -> str:
+    return ", ".join(f"{b}: {int(u)}" for b, u in final.groupby("batch_size").n_updates.first().items())
+
+
+def _equal_updates_figure(equal: pd.DataFrame, n_seeds: int):
+    """The second arm: every batch size with about the same number of updates, so that batch size is the only
+    difference. The final training loss shows whether the models sit at comparable losses."""
+    batch_sizes = sorted(equal.batch_size.unique())
+    fig, axes = subplots(1, 3, width=6.2, height=3.8)
+    panels = (("train_loss", "final training cross-entropy (nats)", "tab:blue"),
+              (SHARPNESS_CLAIMED, "sharpness φ_ε, ε = 1e-3 (% rise of training loss)", "tab:red"),
+              ("lambda_max", "Hessian λ_max (Lanczos)", "tab:purple"))
+    for ax, (key, label, color) in zip(axes, panels):
+        geometric = [geometric_interval(values) for _, values in equal.groupby("batch_size")[key]]
+        plot_intervals(ax, batch_sizes, geometric, fmt="-D", color=color, label="geometric", linewidth=2)
+        ax.set(xscale="log", yscale="log", xlabel="batch size (log scale)", ylabel=label)
+        ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes], rotation=45, fontsize=8)
+        ax.minorticks_off()
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Equal updates for every batch size, same learning rate, {seeds_text(n_seeds)} each "
+                 f"(updates per model: {_updates_text(equal)})", fontsize=9)
+    return fig
 
 
 def _density_figure(reader: StoreReader, children: list[Run], n_seeds: int):
@@ -158,13 +193,14 @@ def _curvature_figure(final: pd.DataFrame, batch_sizes: list[int], n_seeds: int,
 
 def claims(reader: StoreReader, parent: Run) -> list[Claim]:
     """Per replicate, the trend of a measure against log10 of the batch size; the claim is on its mean."""
-    final = _final_values(reader.children(parent))
+    children = reader.children(parent)
+    final = _final_values(children)
 
-    def along_batch_size(key: str) -> dict[int, tuple[list[float], list[float]]]:
+    def along_batch_size(key: str, arm: pd.DataFrame = final) -> dict[int, tuple[list[float], list[float]]]:
         return {int(index): (rows.batch_size.tolist(), rows[key].tolist())
-                for index, rows in final.groupby(PARAM_REPLICATE)}
+                for index, rows in arm.groupby(PARAM_REPLICATE)}
 
-    return [
+    found = [
         trend_over_seeds("part1_3c_ii.sharpness_grows_with_batch_size",
                          "Sharpness φ_ε (ε = 1e-3, Keskar et al. 2017) grows with the batch size.",
                          along_batch_size(SHARPNESS_CLAIMED), SHARPNESS_CLAIMED, "batch size"),
@@ -177,3 +213,14 @@ def claims(reader: StoreReader, parent: Run) -> list[Claim]:
                          "the batch size grows.", along_batch_size("sensitivity"), "sensitivity", "batch size",
                          direction=-1),
     ]
+    equal = _final_values(children, EQUAL_UPDATES)
+    if not equal.empty:
+        found += [
+            trend_over_seeds("part1_3c_ii.sharpness_grows_with_batch_size_at_equal_updates",
+                             "At equal updates for every batch size, sharpness φ_ε (ε = 1e-3) grows with the batch "
+                             "size.", along_batch_size(SHARPNESS_CLAIMED, equal), SHARPNESS_CLAIMED, "batch size"),
+            trend_over_seeds("part1_3c_ii.lambda_max_grows_with_batch_size_at_equal_updates",
+                             "At equal updates for every batch size, the Hessian's λ_max grows with the batch size.",
+                             along_batch_size("lambda_max", equal), "lambda_max", "batch size"),
+        ]
+    return found

@@ -22,6 +22,17 @@ The models of the smallest and the largest batch size also log the Hessian's
 eigenvalue density, by stochastic Lanczos quadrature (`hessian_density.csv`:
 per probe, the quadrature nodes and their weights), which the analysis draws
 on one figure.
+
+Same epochs means batch 10 makes 150 times the updates of batch 1510, so the
+large-batch models are compared before they have converged (Hoffer et al.
+2017). A second arm (param `arm` = `equal_updates`, the first being
+`equal_epochs`) trains every batch size for as many updates as the smallest
+batch makes in one epoch, with the same learning rate: the number of epochs of
+batch B is that budget over the updates of one epoch, rounded, so the counts
+agree to within one epoch of B (`n_updates` is logged exactly). Scaling the
+learning rate with the batch instead would change two things at once; a fixed
+budget changes only the batch. Its models log the same measures, and their
+final training loss shows how far each got.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from hw1track.training.tasks import CLASSIFICATION
 DATA = "mnist"
 
 MODEL = (784, 128, 64, 10)
+EQUAL_EPOCHS, EQUAL_UPDATES = "equal_epochs", "equal_updates"  # the arms, as the child param `arm` names them
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class Config(MnistSplits):
     hessian_trace_probes: int = 100  # a standard error of a few % of the trace
     density_probes: int = 4  # SLQ: ~7.5 s per model for 4 x 80 products on 2,000 examples, two batch sizes only
     density_steps: int = 80
+    equal_updates_arm: bool = setting(True, role=SWEEP)  # the second arm; it adds 5 models per replicate
 
 
 PRESETS = {
@@ -117,23 +130,36 @@ def run(cfg: Config, ctx: RunContext) -> None:
         "hessian_of": "mean cross-entropy on the sharpness subset",
     }
 
-    for batch_size in cfg.batch_sizes:
-        n_updates = cfg.epochs * math.ceil(len(train[0]) / batch_size)
+    per_epoch = {batch_size: math.ceil(len(train[0]) / batch_size) for batch_size in cfg.batch_sizes}
+    arms = {EQUAL_EPOCHS: {batch_size: cfg.epochs for batch_size in cfg.batch_sizes}}
+    if cfg.equal_updates_arm:
+        arms[EQUAL_UPDATES] = equal_update_epochs(per_epoch)
+    for arm, epochs_of in arms.items():
+        for batch_size, epochs in epochs_of.items():
+            extreme = arm == EQUAL_EPOCHS and batch_size in density_batch_sizes(cfg.batch_sizes)
 
-        def log_flatness(child, model, n_updates=n_updates, extreme=batch_size in density_batch_sizes(cfg.batch_sizes)):
-            measured = {"n_updates": n_updates, **flatness(model, cfg, test[0], sharpness_set)}
-            child.log_metrics(measured, step=cfg.epochs)
-            ctx.report(", ".join(f"{key} {value:.6g}" for key, value in measured.items()))
-            if extreme:
-                child.log_csv(density_table(model, cfg, sharpness_set), HESSIAN_DENSITY_ARTIFACT)
+            def log_flatness(child, model, n_updates=epochs * per_epoch[batch_size], epochs=epochs,
+                             extreme=extreme):
+                measured = {"n_updates": n_updates, **flatness(model, cfg, test[0], sharpness_set)}
+                child.log_metrics(measured, step=epochs)
+                ctx.report(", ".join(f"{key} {value:.6g}" for key, value in measured.items()))
+                if extreme:
+                    child.log_csv(density_table(model, cfg, sharpness_set), HESSIAN_DENSITY_ARTIFACT)
 
-        members = {}
-        for replicate in ctx.replicates:
-            seed = replicate.seed(cfg.seed)  # one seed per replicate: every batch size starts from the same weights
-            members[replicate.name(f"bs{batch_size}")] = Member(
-                seeded_model(lambda: mlp(MODEL), seed, ctx.device), seed,
-                params={"widths": describe(MODEL), **measurement_params, **replicate.params},
-                log_artifacts=log_flatness)
-        # the replicates of one batch size train side by side: at batch 10 a step is mostly overhead
-        ctx.train_together(members, train=train, eval_splits={"train": train, "test": test}, task=CLASSIFICATION,
-                           epochs=cfg.epochs, batch_size=batch_size, lr=cfg.lr)
+            members = {}
+            for replicate in ctx.replicates:
+                seed = replicate.seed(cfg.seed)  # one seed per replicate: all its models start from the same weights
+                name = f"bs{batch_size}" if arm == EQUAL_EPOCHS else f"bs{batch_size}-equal-updates"
+                members[replicate.name(name)] = Member(
+                    seeded_model(lambda: mlp(MODEL), seed, ctx.device), seed,
+                    params={"widths": describe(MODEL), "arm": arm, **measurement_params, **replicate.params},
+                    log_artifacts=log_flatness)
+            # the replicates of one batch size train side by side: at batch 10 a step is mostly overhead
+            ctx.train_together(members, train=train, eval_splits={"train": train, "test": test},
+                               task=CLASSIFICATION, epochs=epochs, batch_size=batch_size, lr=cfg.lr)
+
+
+def equal_update_epochs(updates_per_epoch: dict[int, int]) -> dict[int, int]:
+    """Epochs per batch size that give each about the updates of one epoch of the smallest batch."""
+    budget = updates_per_epoch[min(updates_per_epoch)]
+    return {batch_size: max(1, round(budget / per_epoch)) for batch_size, per_epoch in updates_per_epoch.items()}

@@ -23,7 +23,9 @@ from hw1track.training.models import mlp
 from runs import part1_3c_ii
 
 CLAIM_IDS = ["part1_3c_ii.sharpness_grows_with_batch_size", "part1_3c_ii.lambda_max_grows_with_batch_size",
-             "part1_3c_ii.sensitivity_falls_with_batch_size"]
+             "part1_3c_ii.sensitivity_falls_with_batch_size",
+             "part1_3c_ii.sharpness_grows_with_batch_size_at_equal_updates",
+             "part1_3c_ii.lambda_max_grows_with_batch_size_at_equal_updates"]
 
 
 def test_presets_sweep_the_homeworks_batch_sizes_under_the_agreed_metric_names():
@@ -40,9 +42,16 @@ def test_quick_run_logs_updates_sensitivity_and_sharpness_and_analysis_draws_the
     parent_id = run_quick("part1_3c_ii", store_uri, "epochs=1", f"train_size={n_train}", f"test_size={n_test}",
                           f"sharpness_examples={n_sharp}", "sharpness_maxiter=3", seeds=n_seeds)
     parent = reader.client.get_run(parent_id)
-    children = reader.children(parent)
+    every_child = reader.children(parent)
+    children = _arm(every_child, part1_3c_ii.EQUAL_EPOCHS)
     per_seed = _per_seed(children)
-    assert len(per_seed) == n_seeds and len(children) == 5 * n_seeds
+    assert len(per_seed) == n_seeds and len(children) == 5 * n_seeds and len(every_child) == 10 * n_seeds
+    # the second arm: every batch size about as many updates as batch 10 makes in one epoch (160), same start
+    for runs in _per_seed(_arm(every_child, part1_3c_ii.EQUAL_UPDATES)):
+        epochs = [int(c.data.params["epochs"]) for c in runs]
+        updates = [c.data.metrics["n_updates"] for c in runs]
+        assert epochs == [1, 32, 53, 80, 80] and updates == [160, 160, 159, 160, 160]
+        assert {c.data.params["seed"] for c in runs} == {per_seed[replicate(runs[0])][0].data.params["seed"]}
     for runs in per_seed:
         assert [int(c.data.params["batch_size"]) for c in runs] == [10, 385, 760, 1135, 1510]
         assert len({c.data.params["seed"] for c in runs}) == 1  # every batch size of a seed starts alike
@@ -89,7 +98,7 @@ def test_quick_run_logs_updates_sensitivity_and_sharpness_and_analysis_draws_the
     out = tmp_path / "analysis"
     drawn = hw1track("analyze", "part1_3c_ii", "--tracking-uri", store_uri, "--out", str(out), cwd=tmp_path)
     assert drawn.returncode == 0, drawn.stderr
-    drawn_names = ["batch_size.png", "curvature.png", "hessian_density.png"]
+    drawn_names = ["batch_size.png", "curvature.png", "equal_updates.png", "hessian_density.png"]
     assert sorted(p.name for p in (out / "part1_3c_ii").iterdir()) == drawn_names
     assert {a.path for a in reader.client.list_artifacts(parent_id, "figures")} == {
         f"figures/{name}" for name in drawn_names}
@@ -118,7 +127,7 @@ def test_quick_run_logs_updates_sensitivity_and_sharpness_and_analysis_draws_the
     # the claims fit each measure's trend against log10 of the batch size within a seed, then average over seeds
     claims = {claim.id: claim for claim in analysis.claims(reader, parent)}
     assert list(claims) == CLAIM_IDS and claims == {claim.id: claim for claim in logged_claims}
-    for claim_id, key in zip(CLAIM_IDS, ("sharpness_eps1e-3", "lambda_max", "sensitivity")):
+    for claim_id, key in zip(CLAIM_IDS[:3], ("sharpness_eps1e-3", "lambda_max", "sensitivity")):
         slopes = [stats.linregress(np.log10([int(r.data.params["batch_size"]) for r in runs]),
                                    [r.data.metrics[key] for r in runs]).slope for runs in per_seed]
         claim = claims[claim_id]
@@ -131,7 +140,8 @@ def test_one_seed_draws_plain_lines_and_leaves_the_claims_without_verdict(store_
     parent_id = run_quick("part1_3c_ii", store_uri, "epochs=1", "train_size=400", "test_size=100",
                           "batch_sizes=20,100,400", "sharpness_examples=100", "sharpness_maxiter=2", seeds=1)
     parent = reader.client.get_run(parent_id)
-    children = sorted(reader.children(parent), key=lambda c: int(c.data.params["batch_size"]))
+    children = sorted(_arm(reader.children(parent), part1_3c_ii.EQUAL_EPOCHS),
+                      key=lambda c: int(c.data.params["batch_size"]))
     assert [int(c.data.params["batch_size"]) for c in children] == [20, 100, 400]
 
     figure = analysis.figures(reader, parent)["batch_size"]
@@ -150,6 +160,10 @@ def test_one_seed_draws_plain_lines_and_leaves_the_claims_without_verdict(store_
     for claim, direction in zip(claims, (+1, -1)):
         check_claim(claim, 1, direction)
         assert claim.verdict == INCONCLUSIVE and math.isnan(claim.ci_low) and "one seed" in claim.detail
+
+
+def _arm(children, arm: str) -> list:
+    return [child for child in children if child.data.params["arm"] == arm]
 
 
 def _per_seed(children) -> list[list]:
