@@ -33,13 +33,14 @@ from hw1track.errors import Hw1Error, UsageError
 from hw1track.study.discovery import Experiment
 from hw1track.study.invocation import Invocation, opened_parent, train_one_replicate
 from hw1track.study.progress import StudyProgress
+from hw1track.tracking.orphans import earlier_attempts, mark_killed
 from hw1track.tracking.store import Store, local_database
 from hw1track.training import data as mnist_data
 
 INSTALL = "--executor ray needs Ray: pip install 'hw1track[ray]'"
 PROBE_TIMEOUT_SECONDS = 5  # a cluster whose head does not accept a connection within this is unreachable
 LOCAL = "local"  # Ray's word for a cluster of this machine, started for this command and stopped after it
-ON_THIS_MACHINE = {None, "", LOCAL, "auto"}  # "auto": the cluster `ray start` last started on this machine
+ON_THIS_MACHINE = {None, "", LOCAL, "auto"}  # "auto": the cluster `ray start` last started here (`_auto_address`)
 DEFAULT_PORTS = {"ray": 10001, "": 6379}  # Ray client, and the head's GCS
 WAIT_SECONDS = 1.0  # how often the progress line can change while nothing ends
 CANCEL_GRACE_SECONDS = 15.0  # for cancelled tasks to end their runs KILLED
@@ -110,12 +111,33 @@ def _probe(address: str) -> None:
                                  f"--ray-address") from None
 
 
+def _auto_address() -> str:
+    """The head `--ray-address auto` means: the address `ray start` last wrote on this machine
+    (`ray_current_cluster` in Ray's temp folder), else the cluster Ray's own search finds running here.
+
+    Resolved here so that it is probed like any other address: `ray.init("auto")` on a cluster that has
+    stopped since retries its connection for minutes.
+    """
+    from ray._private import services, utils
+
+    recorded = utils.read_ray_address()
+    if recorded:
+        return recorded
+    try:
+        return services.canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        raise ClusterUnreachable("--ray-address auto: no Ray cluster was started on this machine; start one with "
+                                 "`ray start --head` or pass its address") from None
+
+
 @contextmanager
 def connected(address: str, device: torch.device, experiments: int) -> Iterator[RayExecutor]:
     """A `RayExecutor` on the cluster at `address` (see `cluster_address`)."""
     check_installed()
     import ray
 
+    if address == "auto":
+        address = _auto_address()
     if address not in ON_THIS_MACHINE:
         _probe(address)
     env = {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_ENV_PREFIXES)}
@@ -135,8 +157,15 @@ def connected(address: str, device: torch.device, experiments: int) -> Iterator[
 
 def _replicate_task(invocation: Invocation, parent_run_id: str, replicate: int,
                     mnist_root: str | None) -> Iterator[str]:
-    """The body of one Ray task: says it started (so the driver can count it running), then trains its replicate."""
+    """The body of one Ray task: says it started (so the driver can count it running), then trains its replicate.
+
+    A retry (its worker died) first ends KILLED the runs the dead attempt left
+    RUNNING, so each configuration ends with one FINISHED child; models that
+    attempt finished are reused unless --force.
+    """
     yield STARTED
+    store = Store(invocation.tracking_uri)
+    mark_killed(store, earlier_attempts(store, parent_run_id, replicate))
     train_one_replicate(invocation, parent_run_id, replicate, mnist_root)
     yield TRAINED
 

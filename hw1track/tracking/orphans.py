@@ -3,8 +3,10 @@
 Ctrl-C, SIGTERM and exceptions end their runs themselves; `kill -9`, a crash of
 the interpreter or a lost machine do not. `hw1track run` clears such runs of the
 experiment it starts, and `hw1track doctor` those of every experiment, so the
-store never keeps showing a dead run as RUNNING. What the dead process had
-buffered but not yet written is lost; everything it had flushed stays.
+store never keeps showing a dead run as RUNNING. A Ray task retried after its
+worker died ends the runs of its dead attempt itself (`earlier_attempts`).
+What the dead process had buffered but not yet written is lost; everything it
+had flushed stays.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import time
 
 from mlflow.entities import Run, RunStatus
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from hw1track.tracking.names import EXPERIMENT_PREFIX, TAG_EXPERIMENT, TAG_HOST, TAG_PID, TAG_ROLE
+from hw1track.tracking.names import EXPERIMENT_PREFIX, PARAM_REPLICATE, TAG_EXPERIMENT, TAG_HOST, TAG_PID, TAG_ROLE
 from hw1track.tracking.processes import writer_gone
 from hw1track.tracking.store import Store, mlflow_experiment_name
 
@@ -38,6 +41,21 @@ def find_orphans(store: Store, experiment: str | None = None,
     now = int(time.time() * 1000)
     return [run for run in running
             if writer_gone(run.data.tags, run.info.start_time, now, stale_after_hours * 3600)]
+
+
+def earlier_attempts(store: Store, parent_run_id: str, replicate: int) -> list[Run]:
+    """The RUNNING children of replicate `replicate` under `parent_run_id`: left by an earlier attempt at it.
+
+    Where one task trains each replicate (`ray_executor`), a task that starts
+    while such children exist is a retry, and the attempt that opened them is
+    gone: Ray retries a task only once its worker has died. They are found by
+    their parent and replicate, not by their process, which another node's
+    task cannot check.
+    """
+    parent = store.client.get_run(parent_run_id)
+    query = (f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and params.`{PARAM_REPLICATE}` = '{replicate}' "
+             f"and attributes.status = 'RUNNING'")
+    return store.client.search_runs([parent.info.experiment_id], query, max_results=50_000)
 
 
 def mark_killed(store: Store, runs: list[Run]) -> None:
