@@ -106,7 +106,7 @@ def figures(reader: StoreReader, parent: Run) -> dict:
 
     fig.suptitle(f"MNIST MLP, same epochs for every batch size, {seeds_text(n_seeds)} each "
                  f"(updates per model: {updates})", fontsize=9)
-    drawn = {"batch_size": fig, "curvature": _curvature_figure(final, batch_sizes, n_seeds, updates),
+    drawn = {"batch_size": fig, "curvature": _curvature_figure(final, n_seeds, updates),
              "hessian_density": _density_figure(reader, children, n_seeds)}
     equal = _final_values(children, EQUAL_UPDATES)
     if not equal.empty:
@@ -121,18 +121,12 @@ def _updates_text(final: pd.DataFrame) -> str:
 def _equal_updates_figure(equal: pd.DataFrame, n_seeds: int):
     """The second arm: every batch size with about the same number of updates, so that batch size is the only
     difference. The final training loss shows whether the models sit at comparable losses."""
-    batch_sizes = sorted(equal.batch_size.unique())
     fig, axes = subplots(1, 3, width=6.2, height=3.8)
     panels = (("train_loss", "final training cross-entropy (nats)", "tab:blue"),
               (SHARPNESS_CLAIMED, "sharpness φ_ε, ε = 1e-3 (% rise of training loss)", "tab:red"),
               ("lambda_max", "Hessian λ_max (Lanczos)", "tab:purple"))
     for ax, (key, label, color) in zip(axes, panels):
-        geometric = [geometric_interval(values) for _, values in equal.groupby("batch_size")[key]]
-        plot_intervals(ax, batch_sizes, geometric, fmt="-D", color=color, label="geometric", linewidth=2)
-        ax.set(xscale="log", yscale="log", xlabel="batch size (log scale)", ylabel=label)
-        ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes], rotation=45, fontsize=8)
-        ax.minorticks_off()
-        ax.legend(fontsize=7)
+        _log_log_panel(ax, equal, key, color, legend="geometric", ylabel=label)
     fig.suptitle(f"Equal updates for every batch size, same learning rate, {seeds_text(n_seeds)} each "
                  f"(updates per model: {_updates_text(equal)})", fontsize=9)
     return fig
@@ -173,19 +167,27 @@ def _density_figure(reader: StoreReader, children: list[Run], n_seeds: int):
     return fig
 
 
-def _curvature_figure(final: pd.DataFrame, batch_sizes: list[int], n_seeds: int, updates: str):
+def _log_log_panel(ax, final: pd.DataFrame, key: str, color: str, *, legend: str, ylabel: str) -> None:
+    """`key` per batch size on log axes: geometric means and intervals, which stay positive where arithmetic
+    ones of two or three seeds would reach below zero."""
+    batch_sizes = sorted(final.batch_size.unique())
+    geometric = [geometric_interval(values) for _, values in final.groupby("batch_size")[key]]
+    plot_intervals(ax, batch_sizes, geometric, fmt="-D", color=color, label=legend, linewidth=2)
+    ax.set(xscale="log", yscale="log", xlabel="batch size (log scale)", ylabel=ylabel)
+    ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes], rotation=45, fontsize=8)
+    ax.minorticks_off()
+    ax.legend(fontsize=7)
+
+
+def _curvature_figure(final: pd.DataFrame, n_seeds: int, updates: str):
     """λ_max and trace of the Hessian on the sharpness subset, each on its own log axis, so with geometric
     means and intervals (an arithmetic interval of two positive values easily reaches below zero)."""
     fig, axes = subplots(1, 2, width=6.2, height=3.8)
     for ax, key, label, color in ((axes[0], "lambda_max", "λ_max (Lanczos)", "tab:red"),
                                   (axes[1], "hessian_trace", "trace (Hutchinson)", "tab:purple")):
-        geometric = [geometric_interval(values) for _, values in final.groupby("batch_size")[key]]
-        plot_intervals(ax, batch_sizes, geometric, fmt="-D", color=color, label=f"{label}, geometric", linewidth=2)
-        ax.set(xscale="log", yscale="log", xlabel="batch size (log scale)",
-               ylabel=f"Hessian {label.split(' ')[0]} of the training cross-entropy", title=f"Hessian {label}")
-        ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes], rotation=45, fontsize=8)
-        ax.minorticks_off()
-        ax.legend(fontsize=7)
+        _log_log_panel(ax, final, key, color, legend=f"{label}, geometric",
+                       ylabel=f"Hessian {label.split(' ')[0]} of the training cross-entropy")
+        ax.set_title(f"Hessian {label}")
     fig.suptitle(f"Hessian at the final weights on the sharpness subset, {seeds_text(n_seeds)} each; same epochs "
                  f"for every batch size (updates: {updates})", fontsize=9)
     return fig
