@@ -40,7 +40,8 @@ def test_presets_sweep_the_homeworks_batch_sizes_under_the_agreed_metric_names()
 def test_quick_run_logs_updates_sensitivity_and_sharpness_and_analysis_draws_them(store_uri, reader, tmp_path):
     n_train, n_test, n_sharp, n_seeds = 1600, 300, 200, 2  # n_train above the largest batch, 1510
     parent_id = run_quick("part1_3c_ii", store_uri, "epochs=1", f"train_size={n_train}", f"test_size={n_test}",
-                          f"sharpness_examples={n_sharp}", "sharpness_maxiter=3", seeds=n_seeds)
+                          f"sharpness_examples={n_sharp}", "sharpness_maxiter=3", "equal_updates_arm=true",
+                          seeds=n_seeds)
     parent = reader.client.get_run(parent_id)
     every_child = reader.children(parent)
     children = _arm(every_child, part1_3c_ii.EQUAL_EPOCHS)
