@@ -6,9 +6,11 @@
 Three comparisons, each of the real CLI in a subprocess, in a fresh working directory and SQLite store, so
 that nothing is reused:
 
-- (a) the `--quick` experiments (the whole quick study with `--quick all`) in-process (torch's default
-  threads, replicates stacked where the run module can) against a Ray cluster with the same cores
-  (`ray start --head --num-cpus <cores>`, one task per replicate, one CPU each);
+- (a) the `--quick` experiments (the whole quick study as one `hw1track run all` with `--quick all`, so
+  that through Ray every experiment's tasks share the cluster) in-process (torch's default threads,
+  replicates stacked where the run module can) against a Ray cluster with the same cores (`ray start
+  --head --num-cpus <cores>`, one task per unit: a replicate, or one model of it where the experiment's
+  models are independent; one CPU each);
 - (b) the same for the `full` preset of the one `--full` experiment (shortened with `--full-set`, said in
   the output), where the Ray path's fixed costs are small against training: the target is ≤ 5 %;
 - (c) the Ray path on the quick experiments with 1 and then 2 worker CPUs (`--num-cpus 1` vs `2`; on a
@@ -43,7 +45,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replicates import hw1track_command  # noqa: E402
 from vs_naive import cpu_model, sgemm_gflops  # noqa: E402
 
-from hw1track.study.discovery import discover  # noqa: E402
 from hw1track.training.data import ROOT_ENV, SOURCE_ENV, load_mnist  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +52,8 @@ LOOPBACK = "127.0.0.1"
 TARGET_OVERHEAD = 0.05  # of the full preset's in-process time
 SGEMM_SIZE = 2048
 START_TIMEOUT = 120.0
-# A loopback cluster needs no tokens, and reports to nobody.
+# A loopback cluster needs no tokens (left unset, Ray turns them on once any earlier local cluster saved one),
+# and reports to nobody.
 CLUSTER_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
@@ -62,23 +64,26 @@ def _free_port() -> int:
 
 
 @contextmanager
-def ray_cluster(cpus: int, env: dict[str, str]) -> Iterator[tuple[str, float]]:
+def ray_cluster(cpus: int, env: dict[str, str], log: Path | None = None) -> Iterator[tuple[str, float]]:
     """`ray start --head --block --num-cpus <cpus>` on loopback; yields its address and seconds to answer.
 
-    Stopped with SIGKILL to its process group (on SIGTERM `ray start --block` drains for 30 s first).
+    It runs in a folder and a session of its own, its output going to `log` (if given), and is stopped
+    with SIGKILL to its process group: on SIGTERM `ray start --block` drains for 30 s first. The tests'
+    cluster is this one too.
     """
     port = _free_port()
     command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address",
                LOOPBACK, "--port", str(port), "--num-cpus", str(cpus), "--include-dashboard", "false",
                "--disable-usage-stats"]
-    with tempfile.TemporaryDirectory(prefix="bench-ray-") as folder:
+    with tempfile.TemporaryDirectory(prefix="bench-ray-") as folder, open(log or os.devnull, "w") as output:
         started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        process = subprocess.Popen(command, cwd=folder, stdout=output, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         try:
             while True:
                 if process.poll() is not None or time.perf_counter() - started > START_TIMEOUT:
-                    raise RuntimeError(f"ray start did not answer on {port}")
+                    said = log.read_text()[-3000:] if log else ""
+                    raise RuntimeError(f"ray start did not answer on {port} (exit code {process.poll()}):\n{said}")
                 try:
                     socket.create_connection((LOOPBACK, port), timeout=1).close()
                     break
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS_RAY.md")
     args = parser.parse_args(argv)
-    quick = list(discover()) if args.quick == "all" else [name.strip() for name in args.quick.split(",")]
+    quick = ["all"] if args.quick == "all" else [name.strip() for name in args.quick.split(",")]
     cores = os.cpu_count() or 1
 
     lines = [f"CPU {cpu_model()}, {cores} logical cores; torch {torch.__version__}, "
@@ -180,9 +185,10 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Measured {datetime.now():%Y-%m-%d %H:%M} with `python benchmarks/ray_overhead.py --quick {args.quick} "
         f"--full {args.full}{''.join(f' --full-set {s}' for s in args.full_set)} --seeds {args.seeds}` "
-        f"({time.perf_counter() - started:.0f} s in all). Each time is one `hw1track run` per experiment "
-        "(start-up included) in a fresh working directory and SQLite store; through Ray it connects to a "
-        "loopback cluster started before the clock (`ray start --head --num-cpus N`), one task per replicate.",
+        f"({time.perf_counter() - started:.0f} s in all). Each time is one `hw1track run` per experiment, or one "
+        "`hw1track run all` (start-up included), in a fresh working directory and SQLite store; through Ray it "
+        "connects to a loopback cluster started before the clock (`ray start --head --num-cpus N`), one task "
+        "per unit (a replicate, or one model of it where the experiment's models are independent).",
         "",
         *[f"- {line}" for line in lines],
         f"- loading MNIST (60,000 + 10,000 images, from the shared data root) takes {mnist_seconds:.2f} s: "

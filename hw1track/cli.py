@@ -8,6 +8,7 @@ command writes (see `full_disk`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sys
 import time
@@ -159,14 +160,17 @@ def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, 
     store.check_ready()  # a read-only folder or a server that does not answer fails here, in seconds
     if any(e.uses_mnist for e, _ in planned):
         load_mnist(source=mnist_dir)  # missing or corrupted data must fail before the store is created
-    with executors.started(executor, ray_address, torch_device, len(planned)) as chosen:
+    with (_failures_in_one_line(store.uri),
+          executors.started(executor, ray_address, torch_device, len(planned)) as chosen):
         for experiment, config in planned:
             started = time.perf_counter()
-            with _failures_in_one_line(store.uri):
-                run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir, threads,
-                                        reuse=not force, seeds=seeds, executor=chosen)
-            click.echo(f"{experiment.name}: finished in {time.perf_counter() - started:.1f}s, parent run {run_id} "
-                       f"({store.uri})")
+            run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir, threads,
+                                    reuse=not force, seeds=seeds, executor=chosen)
+            chosen.when_done(run_id, functools.partial(_echo_finished, experiment.name, run_id, started, store.uri))
+
+
+def _echo_finished(experiment: str, run_id: str, started: float, uri: str) -> None:
+    click.echo(f"{experiment}: finished in {time.perf_counter() - started:.1f}s, parent run {run_id} ({uri})")
 
 
 def _check_ray_executor(ray_address: str | None, tracking_uri: str) -> None:

@@ -52,3 +52,26 @@ def test_replicates_benchmark_times_both_seed_counts_of_each_experiment(tmp_path
     assert float(rows[0][1]) > 0 and float(rows[0][2]) > 0
     assert "whole study" in rows[1][4]  # one experiment is not the study: its ratio is not judged against the target
     assert "sgemm peak" in out.read_text() and "load average" in out.read_text()
+
+
+@pytest.mark.slow
+def test_ray_overhead_benchmark_times_each_comparison_on_both_paths(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "BENCHMARKS_RAY.md"
+    shortened = [arg for setting in ("epochs=1", "train_size=600", "test_size=200", "surface_examples=32")
+                 for arg in ("--full-set", setting)]
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ray_overhead.py"), "--quick", "part1_3b",
+                           "--full", "part1_3c_i", *shortened, "--seeds", "1", "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header == ["comparison", "in-process (s)", "through Ray (s)", "Ray ÷ in-process", "note"]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    assert [row[0].split(")")[0] for row in rows] == ["(a", "(b", "(c"]
+    for row in rows[:2]:
+        assert float(row[1]) > 0 and float(row[2]) > 0
+    assert float(rows[2][1].removeprefix("1 CPU: ")) > 0 and float(rows[2][2].removeprefix("2 CPUs: ")) > 0
+    assert "with `--set epochs=1 --set train_size=600" in rows[1][0]  # a shortened preset says so
+    assert "sgemm peak" in text and "load average before" in text and "load average after" in text

@@ -19,6 +19,7 @@ from torch import nn
 
 from hw1track.study import replicate_tables
 from hw1track.study.replicates import Replicate, model_name, replicates
+from hw1track.tracking.names import PARAM_MODEL
 from hw1track.tracking.runs import ParentRun, ReusedRun, TrackedRun
 from hw1track.tracking.weights import restore_weights
 from hw1track.training import data as mnist_data
@@ -47,7 +48,9 @@ class RunContext:
 
     `replicate_indices` restricts this context to some of the invocation's
     replicates (one, when an executor trains each replicate as its own task);
-    None means all `seeds` of them, in this process.
+    None means all `seeds` of them, in this process. `only_models` restricts
+    `train_classifiers` to the models so named (one, when an executor trains
+    each independent model as its own task, see `units`).
     """
 
     parent: ParentRun
@@ -55,6 +58,7 @@ class RunContext:
     mnist_data: mnist_data.Mnist | None
     seeds: int = 1
     replicate_indices: tuple[int, ...] | None = None
+    only_models: frozenset[str] | None = None
 
     @property
     def replicates(self) -> tuple[Replicate, ...]:
@@ -99,6 +103,8 @@ class RunContext:
         train, test = self.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
         for replicate in self.replicates:
             for m, (name, (factory, params)) in enumerate(models.items()):
+                if self.only_models is not None and name not in self.only_models:
+                    continue
                 seed = replicate.seed(cfg.seed + m)
                 self.train_model(replicate.name(name), seeded_model(factory, seed, self.device), seed=seed,
                                  train=train, eval_splits={"train": train, "test": test}, task=CLASSIFICATION,
@@ -194,7 +200,7 @@ class RunContext:
 def _standard_params(name: str, model: nn.Module, seed: int, train: Split, eval_splits: Mapping[str, Split],
                      epochs: int, batch_size: int, lr: float) -> dict[str, Any]:
     """The params every child run has, whatever the experiment varies."""
-    return {"model": model_name(name), "n_params": n_params(model), "seed": seed, "lr": lr,
+    return {PARAM_MODEL: model_name(name), "n_params": n_params(model), "seed": seed, "lr": lr,
             "batch_size": min(batch_size, len(train[0])), "epochs": epochs, "n_train": len(train[0]),
             # evaluation sets change the logged metrics, so they are part of the model's identity
             **{f"n_{split}": len(data[0]) for split, data in eval_splits.items() if split != "train"}}

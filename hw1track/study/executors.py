@@ -2,12 +2,15 @@
 
 Both open the parent run and end it the same way (`invocation.opened_parent`)
 and run the same run module code (`invocation.train_replicates`); they differ
-only in where that code runs and how many replicates one call of it holds.
+in where that code runs, how much of an invocation one call of it holds, and
+when: in this process each invocation is trained before `run` returns, on a
+cluster every invocation of a study is under way at once, and `when_done`
+says when one has ended.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -36,10 +39,14 @@ class InProcess:
             train_replicates(experiment, invocation.config, RunContext(parent, device, data, invocation.seeds))
             return parent.run_id
 
+    def when_done(self, run_id: str, done: Callable[[], None]) -> None:
+        done()  # `run` returned only once everything was trained
+
 
 @contextmanager
 def started(name: str, ray_address: str | None, device: torch.device, experiments: int) -> Iterator[Executor]:
-    """The executor called `name` (one of EXECUTORS), ready for the study's `experiments` invocations.
+    """The executor called `name` (one of EXECUTORS), ready for the study's `experiments` invocations; on
+    leaving, every invocation it was given has ended.
 
     Ray is imported only here, only when asked for (see `ray_executor`).
     """

@@ -5,8 +5,8 @@ before that, so a failure leaves nothing in the store.
 
 An invocation is two steps that every executor (`executors`) shares: opening
 the parent run (`opened_parent`), and training replicates into it
-(`train_replicates`), all of them in this process or one per task elsewhere
-(`train_one_replicate`).
+(`train_replicates`), all of them in this process or one unit per task elsewhere
+(`train_unit`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from hw1track.study import replicate_tables
 from hw1track.study.context import RunContext, report
 from hw1track.study.discovery import Experiment, experiments_folder, get_experiment
 from hw1track.study.replicates import check_seeds, default_seeds
+from hw1track.study.units import Unit
 from hw1track.tracking import server_retries
 from hw1track.tracking.code_version import code_version
 from hw1track.tracking.identity import config_hash
@@ -137,7 +138,11 @@ class Executor(Protocol):
         """torch's intra-op threads when neither --threads nor the experiment's THREADS says."""
 
     def run(self, experiment: Experiment, invocation: Invocation, store: Store) -> str:
-        """Open the parent (`opened_parent`), train every replicate into it (`train_replicates`); its run id."""
+        """Open the parent (`opened_parent`) and train every replicate into it (`train_replicates`), or set
+        that going elsewhere; the parent's run id."""
+
+    def when_done(self, run_id: str, done: Callable[[], None]) -> None:
+        """Call `done` once the invocation whose parent is `run_id` has ended well (see `executors`)."""
 
 
 def _absolute_uri(uri: str) -> str:
@@ -193,8 +198,9 @@ def train_replicates(experiment: Experiment, config: Any, ctx: RunContext) -> No
         experiment.module.run(config, ctx)
 
 
-def train_one_replicate(invocation: Invocation, parent_run_id: str, replicate: int, mnist_root: str | None) -> None:
-    """Replicate `replicate` of an invocation whose parent is open elsewhere, in a process of its own.
+def train_unit(invocation: Invocation, parent_run_id: str, unit: Unit, mnist_root: str | None) -> None:
+    """One unit of an invocation whose parent is open elsewhere (a replicate, or one model of it: `units`),
+    in a process of its own.
 
     Everything comes from `invocation` and the absolute paths it was given, not
     from this process's working directory or environment: the store client is
@@ -208,8 +214,10 @@ def train_one_replicate(invocation: Invocation, parent_run_id: str, replicate: i
         data = (mnist_data.load_mnist(Path(mnist_root) if mnist_root else None, invocation.mnist_dir).to(device)
                 if experiment.uses_mnist else None)
         parent = ParentRun.attach(store, parent_run_id, scope=invocation.scope, reuse=invocation.reuse)
+        only = None if unit.model is None else frozenset({unit.model})
         train_replicates(experiment, invocation.config,
-                         RunContext(parent, device, data, invocation.seeds, replicate_indices=(replicate,)))
+                         RunContext(parent, device, data, invocation.seeds, replicate_indices=(unit.replicate,),
+                                    only_models=only))
 
 
 @contextmanager

@@ -15,20 +15,22 @@ from typing import TextIO
 
 @dataclass
 class StudyProgress:
-    """Counts of the study's tasks so far; `experiments` is how many experiments the study has."""
+    """Counts of the study's experiments and tasks so far; `experiments` is how many experiments the study has.
+
+    Every experiment's tasks are submitted as soon as its parent run is open,
+    so the line counts the study as a whole rather than one experiment at a time.
+    """
 
     experiments: int
     stream: TextIO = field(default_factory=lambda: sys.stderr)
+    experiments_done: int = 0
     submitted: int = 0
     started: int = 0
     done: int = 0
     failed: int = 0
-    experiment: str = ""
-    experiment_number: int = 0
     _shown: str = ""
 
-    def begin(self, experiment: str, tasks: int) -> None:
-        self.experiment, self.experiment_number = experiment, self.experiment_number + 1
+    def tasks_submitted(self, tasks: int) -> None:
         self.submitted += tasks
         self._show()
 
@@ -42,11 +44,15 @@ class StudyProgress:
         self.failed += not ok
         self._show()
 
+    def experiment_ended(self) -> None:
+        self.experiments_done += 1
+        self._show()
+
     def line(self) -> str:
         running = self.started - self.done - self.failed
         queued = self.submitted - self.started
         failed = f", {self.failed} failed" if self.failed else ""
-        return (f"[study] {self.experiment} ({self.experiment_number} of {self.experiments}): tasks {self.done} done, "
+        return (f"[study] experiments {self.experiments_done} of {self.experiments} done: tasks {self.done} done, "
                 f"{running} running, {queued} queued{failed}")
 
     def end_line(self) -> None:

@@ -1,12 +1,16 @@
-"""A study on a Ray cluster: one Ray task per (experiment, replicate), every task logging to one tracking store.
+"""A study on a Ray cluster: one Ray task per unit of work, every task logging to one tracking store.
 
-The command that starts the study is the driver: it validates, clears
-orphans and checks for a finished twin as in-process (`invocation`), opens the
-parent run, hands each task the parent's run id, the absolute tracking URI and
-the absolute MNIST paths (a task's working directory is Ray's, not the
-driver's), waits, and ends the parent FINISHED only when every task succeeded.
-A task attaches to the parent and runs the experiment's own code on its one
-replicate (`invocation.train_one_replicate`).
+A unit is one (experiment, replicate), or one model of it where the
+experiment's models are independent (`units`): part1_3b's eleven widths times
+five seeds are 55 tasks. The command that starts the study is the driver: for
+each experiment it validates, clears orphans and checks for a finished twin as
+in-process (`invocation`), opens the parent run and submits its tasks, handing
+each the parent's run id, the absolute tracking URI and the absolute MNIST
+paths (a task's working directory is Ray's, not the driver's). With every
+experiment's tasks on the cluster at once, it waits, and ends each parent
+FINISHED once its last task has ended, if every one of them succeeded. A task
+attaches to its parent and runs the experiment's own code on its one unit
+(`invocation.train_unit`).
 
 Ray is optional (`pip install 'hw1track[ray]'`) and imported only here, only
 when asked for. Everything that can be refused is refused in seconds with one
@@ -21,9 +25,9 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +35,9 @@ import torch
 
 from hw1track.errors import Hw1Error, UsageError
 from hw1track.study.discovery import Experiment
-from hw1track.study.invocation import Invocation, opened_parent, train_one_replicate
+from hw1track.study.invocation import Invocation, opened_parent, train_unit
 from hw1track.study.progress import StudyProgress
+from hw1track.study.units import Unit, units
 from hw1track.tracking.orphans import earlier_attempts, mark_killed
 from hw1track.tracking.store import Store, local_database
 from hw1track.training import data as mnist_data
@@ -44,7 +49,7 @@ ON_THIS_MACHINE = {None, "", LOCAL, "auto"}  # "auto": the cluster `ray start` l
 DEFAULT_PORTS = {"ray": 10001, "": 6379}  # Ray client, and the head's GCS
 WAIT_SECONDS = 1.0  # how often the progress line can change while nothing ends
 CANCEL_GRACE_SECONDS = 15.0  # for cancelled tasks to end their runs KILLED
-# A task's own stages (see `_replicate_task`), so the driver can tell running from queued.
+# A task's own stages (see `_unit_task`), so the driver can tell running from queued.
 STARTED, TRAINED = "started", "trained"
 # Settings the tasks must see as the driver does (outage patience, MLflow's request settings, code version).
 FORWARDED_ENV_PREFIXES = ("HW1TRACK_", "MLFLOW_")
@@ -55,7 +60,7 @@ class ClusterUnreachable(Hw1Error):
 
 
 class TaskFailed(Hw1Error):
-    """A replicate's task raised, or its worker died; its parent run ended FAILED."""
+    """A unit's task raised, or its worker died; its parent run ended FAILED."""
 
 
 def cluster_address(given: str | None) -> str:
@@ -132,7 +137,8 @@ def _auto_address() -> str:
 
 @contextmanager
 def connected(address: str, device: torch.device, experiments: int) -> Iterator[RayExecutor]:
-    """A `RayExecutor` on the cluster at `address` (see `cluster_address`)."""
+    """A `RayExecutor` on the cluster at `address` (see `cluster_address`); on leaving, it waits for every
+    invocation the body set going (`RayExecutor.wait`)."""
     check_installed()
     import ray
 
@@ -150,14 +156,19 @@ def connected(address: str, device: torch.device, experiments: int) -> Iterator[
     try:
         if device.type == "cuda" and ray.cluster_resources().get("GPU", 0) < 1:
             raise UsageError(f"--device {device} asked for, but the Ray cluster has no GPU")
-        yield RayExecutor(ray, device, StudyProgress(experiments))
+        executor = RayExecutor(ray, device, StudyProgress(experiments))
+        try:
+            yield executor
+            executor.wait()
+        except BaseException as error:  # Ctrl-C or a failure of the driver's, while submitting or waiting
+            executor.abandon(error)
+            raise
     finally:
         ray.shutdown()
 
 
-def _replicate_task(invocation: Invocation, parent_run_id: str, replicate: int,
-                    mnist_root: str | None) -> Iterator[str]:
-    """The body of one Ray task: says it started (so the driver can count it running), then trains its replicate.
+def _unit_task(invocation: Invocation, parent_run_id: str, unit: Unit, mnist_root: str | None) -> Iterator[str]:
+    """The body of one Ray task: says it started (so the driver can count it running), then trains its unit.
 
     A retry (its worker died) first ends KILLED the runs the dead attempt left
     RUNNING, so each configuration ends with one FINISHED child; models that
@@ -165,23 +176,43 @@ def _replicate_task(invocation: Invocation, parent_run_id: str, replicate: int,
     """
     yield STARTED
     store = Store(invocation.tracking_uri)
-    mark_killed(store, earlier_attempts(store, parent_run_id, replicate))
-    train_one_replicate(invocation, parent_run_id, replicate, mnist_root)
+    mark_killed(store, earlier_attempts(store, parent_run_id, unit.replicate, unit.model))
+    train_unit(invocation, parent_run_id, unit, mnist_root)
     yield TRAINED
 
 
+@dataclass
+class _Submitted:
+    """An invocation whose parent run is open and whose units are tasks on the cluster."""
+
+    experiment: str
+    parent: ExitStack  # holds the open parent run: closing it merges the replicate tables and ends the run
+    tasks: dict[Any, Unit]  # the tasks still going
+    total: int = 0
+    started: set[Unit] = field(default_factory=set)
+    failures: dict[Unit, BaseException] = field(default_factory=dict)
+    when_done: list[Callable[[], None]] = field(default_factory=list)
+
+
 class RayExecutor:
-    """Each replicate of an invocation as a Ray task with its own CPUs (and a GPU on `--device cuda`)."""
+    """Each unit of every invocation (`units`) as a Ray task with its own CPUs (and a GPU on `--device cuda`).
+
+    `run` opens an invocation's parent run and submits its tasks without
+    waiting for them, so that the tasks of every experiment of a study share
+    the cluster; `wait` then follows them all and ends each parent run as soon
+    as its last task has ended.
+    """
 
     def __init__(self, ray: Any, device: torch.device, progress: StudyProgress):
         self._ray = ray
         self._device = device
         self.progress = progress
+        self._submitted: dict[str, _Submitted] = {}  # by parent run id
         # Retried once if its worker dies (a lost node, the OOM killer); an exception is the code's answer.
-        self._task = ray.remote(max_retries=1, retry_exceptions=False)(_replicate_task)
+        self._task = ray.remote(max_retries=1, retry_exceptions=False)(_unit_task)
 
     def default_threads(self) -> int:
-        """One CPU per task: a replicate's nets are small, so N tasks on N cores beat fewer tasks with more
+        """One CPU per task: a unit's nets are small, so N tasks on N cores beat fewer tasks with more
         threads each, and a task's thread count is the CPUs it reserves, so tasks never contend for a core."""
         return 1
 
@@ -191,62 +222,100 @@ class RayExecutor:
                              # a task sees only the GPU Ray gave it, as its first
                              device="cuda" if self._device.type == "cuda" else invocation.device)
         mnist_root = str(mnist_data.default_root())
-        with opened_parent(experiment, invocation, store) as parent:
+        with ExitStack() as parent_stack:
+            parent = parent_stack.enter_context(opened_parent(experiment, invocation, store))
             options = {"num_cpus": invocation.threads, "num_gpus": 1 if self._device.type == "cuda" else 0}
-            tasks = {self._task.options(**options).remote(invocation, parent.run_id, r, mnist_root): r
-                     for r in range(invocation.seeds)}
-            self.progress.begin(experiment.name, len(tasks))
-            try:
-                failures = self._wait(tasks)
-            except BaseException:
-                self._cancel(tasks)
-                raise
-            finally:
-                self.progress.end_line()
-            if failures:
-                raise TaskFailed(_failure_line(experiment.name, failures, len(tasks)))
-            return parent.run_id
+            tasks = {self._task.options(**options).remote(invocation, parent.run_id, unit, mnist_root): unit
+                     for unit in units(experiment, invocation.config, invocation.seeds)}
+            self._submitted[parent.run_id] = _Submitted(experiment.name, parent_stack.pop_all(), tasks, len(tasks))
+        self.progress.tasks_submitted(len(tasks))
+        return parent.run_id
 
-    def _wait(self, tasks: dict[Any, int]) -> dict[int, BaseException]:
-        """Until every task has ended; the replicates whose task failed, with what it raised."""
-        ray = self._ray
-        pending, started, failures = dict(tasks), set(), {}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
-            for task in ready:
-                replicate = pending[task]
-                try:
-                    stage = ray.get(next(task))
-                except ray.exceptions.RayError as exc:
-                    failures[replicate] = exc
-                    self.progress.task_ended(ok=False, was_started=replicate in started)
-                    del pending[task]
-                    continue
-                if stage == STARTED:
-                    started.add(replicate)
-                    self.progress.task_started()
-                else:
-                    self.progress.task_ended(ok=True, was_started=True)
-                    del pending[task]
-        return failures
+    def when_done(self, run_id: str, done: Callable[[], None]) -> None:
+        """Call `done` once the invocation of parent `run_id` has ended well (at once if it trained nothing)."""
+        submitted = self._submitted.get(run_id)
+        if submitted is None:  # an identical invocation had already finished: nothing was submitted
+            self.progress.experiment_ended()
+            done()
+        else:
+            submitted.when_done.append(done)
 
-    def _cancel(self, tasks: dict[Any, int]) -> None:
-        """Interrupt the tasks as Ctrl-C would (their runs end KILLED), and give them a moment to do so."""
+    def wait(self) -> None:
+        """Until every task has ended, each parent ended as its last task does; raises if any task failed."""
+        failed: list[str] = []
+        try:
+            while self._submitted:
+                for run_id in self._follow_tasks():
+                    line = self._end(self._submitted.pop(run_id))
+                    if line:
+                        failed.append(line)
+                        print(line, file=sys.stderr, flush=True)
+        finally:
+            self.progress.end_line()
+        if failed:
+            others = f" ({len(failed)} experiments failed, each named above)" if len(failed) > 1 else ""
+            raise TaskFailed(failed[0] + others)
+
+    def abandon(self, error: BaseException) -> None:
+        """The driver is stopping (Ctrl-C, a failure of its own): cancel every task as Ctrl-C would (their
+        runs end KILLED), give them a moment to do so, and end every open parent as `error` ends a run."""
+        tasks = [task for submitted in self._submitted.values() for task in submitted.tasks]
         for task in tasks:
             try:
                 self._ray.cancel(task)
             except Exception:  # an ended task or a lost cluster: nothing left to cancel
                 pass
-        self._ray.wait(list(tasks), num_returns=len(tasks), timeout=CANCEL_GRACE_SECONDS)
+        if tasks:
+            self._ray.wait(tasks, num_returns=len(tasks), timeout=CANCEL_GRACE_SECONDS)
+        self.progress.end_line()
+        while self._submitted:
+            _, submitted = self._submitted.popitem()
+            submitted.parent.__exit__(type(error), error, error.__traceback__)
+
+    def _follow_tasks(self) -> list[str]:
+        """Waits until some task says it started or ended; the parents whose every task has now ended."""
+        ray = self._ray
+        pending = {task: run_id for run_id, submitted in self._submitted.items() for task in submitted.tasks}
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
+        for task in ready:
+            submitted = self._submitted[pending[task]]
+            unit = submitted.tasks[task]
+            try:
+                stage = ray.get(next(task))
+            except ray.exceptions.RayError as exc:
+                submitted.failures[unit] = exc
+                self.progress.task_ended(ok=False, was_started=unit in submitted.started)
+                del submitted.tasks[task]
+                continue
+            if stage == STARTED:
+                submitted.started.add(unit)
+                self.progress.task_started()
+            else:
+                self.progress.task_ended(ok=True, was_started=True)
+                del submitted.tasks[task]
+        return [run_id for run_id, submitted in self._submitted.items() if not submitted.tasks]
+
+    def _end(self, submitted: _Submitted) -> str | None:
+        """End the parent of an invocation whose tasks have all ended; the failure line if any of them failed."""
+        self.progress.experiment_ended()
+        if not submitted.failures:
+            submitted.parent.close()
+            for done in submitted.when_done:
+                done()
+            return None
+        line = _failure_line(submitted.experiment, submitted.failures, submitted.total)
+        error = TaskFailed(line)
+        submitted.parent.__exit__(TaskFailed, error, None)
+        return line
 
 
 def _absolute(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else None
 
 
-def _failure_line(experiment: str, failures: dict[int, BaseException], tasks: int) -> str:
+def _failure_line(experiment: str, failures: dict[Unit, BaseException], tasks: int) -> str:
     """Names the first failed task and says what it raised; a bug's traceback goes to stderr first."""
-    replicate, error = min(failures.items())
+    unit, error = min(failures.items(), key=lambda item: (item[0].replicate, item[0].model or ""))
     cause = getattr(error, "cause", None)
     if isinstance(cause, Hw1Error):
         what = str(cause)
@@ -256,4 +325,4 @@ def _failure_line(experiment: str, failures: dict[int, BaseException], tasks: in
     else:
         what = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     others = f" ({len(failures)} of {tasks} tasks failed)" if len(failures) > 1 else ""
-    return f"{experiment}: the task of replicate {replicate} failed{others}: {what}; the parent run was marked FAILED"
+    return f"{experiment}: the task of {unit.describe()} failed{others}: {what}; the parent run was marked FAILED"

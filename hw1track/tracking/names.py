@@ -31,11 +31,16 @@ TAG_PROCESS_START = "hw1track.process_start"  # clock ticks since boot (Linux), 
 # What a result turned out to be.
 TAG_STUCK = "hw1track.stuck"  # "true" when a fit collapsed to a near-constant function (dead ReLUs)
 
-# Params that tell the replicates of one configuration apart (see `hw1track.study.replicates`).
+# Params that say which model a child is, and which replicate of it (see `hw1track.study.replicates`).
+PARAM_MODEL = "model"  # the same in every replicate of a model: the child's run name without `#r`
 PARAM_REPLICATE = "replicate"  # 0, 1, ...: which replicate of its configuration a model is
 PARAM_SEED = "seed"  # the model's own seed: initialisation and data order
 PARAM_SEEDS = "seeds"  # on a parent: how many replicates of every configuration were asked for
 CLAIMS_ARTIFACT = "claims.json"  # on a parent: the homework's questions answered across seeds (see `reporting.claims`)
 
 HESSIAN_DENSITY_ARTIFACT = "hessian_density.csv"  # on a child: SLQ nodes and weights per probe (part1_3c_ii)
+LOSS_SURFACE_ARTIFACT = "loss_surface.csv"  # on a parent: the training loss on planes around solutions (part1_3c_i)
+PARAM_PAIR = "pair"  # part1_3c_i: the interpolated pair a child was trained for, and a column of interpolation.csv
+SHARED_INIT, INDEPENDENT_INIT = "shared_init", "independent_init"  # the values of `pair`
+HESSIAN_EIGENVALUES_ARTIFACT = "hessian_eigenvalues.pt"  # on a child: the full Hessian's eigenvalues (part1_2c)
 WEIGHTS_ARTIFACT = "weights/final.pt"  # a model's final state_dict, loadable with torch.load(weights_only=True)

@@ -16,7 +16,8 @@ import time
 from mlflow.entities import Run, RunStatus
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from hw1track.tracking.names import EXPERIMENT_PREFIX, PARAM_REPLICATE, TAG_EXPERIMENT, TAG_HOST, TAG_PID, TAG_ROLE
+from hw1track.tracking.names import (EXPERIMENT_PREFIX, PARAM_MODEL, PARAM_REPLICATE, TAG_EXPERIMENT, TAG_HOST, TAG_PID,
+                                     TAG_ROLE)
 from hw1track.tracking.processes import writer_gone
 from hw1track.tracking.store import Store, mlflow_experiment_name
 
@@ -43,18 +44,21 @@ def find_orphans(store: Store, experiment: str | None = None,
             if writer_gone(run.data.tags, run.info.start_time, now, stale_after_hours * 3600)]
 
 
-def earlier_attempts(store: Store, parent_run_id: str, replicate: int) -> list[Run]:
-    """The RUNNING children of replicate `replicate` under `parent_run_id`: left by an earlier attempt at it.
+def earlier_attempts(store: Store, parent_run_id: str, replicate: int, model: str | None = None) -> list[Run]:
+    """The RUNNING children of replicate `replicate` (and of model `model`, if given) under `parent_run_id`:
+    left by an earlier attempt at them.
 
-    Where one task trains each replicate (`ray_executor`), a task that starts
-    while such children exist is a retry, and the attempt that opened them is
-    gone: Ray retries a task only once its worker has died. They are found by
-    their parent and replicate, not by their process, which another node's
-    task cannot check.
+    Where one task trains each replicate, or each model of a replicate
+    (`ray_executor`), a task that starts while such children exist is a retry,
+    and the attempt that opened them is gone: Ray retries a task only once its
+    worker has died. They are found by their parent, replicate and model, not
+    by their process, which another node's task cannot check.
     """
     parent = store.client.get_run(parent_run_id)
     query = (f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and params.`{PARAM_REPLICATE}` = '{replicate}' "
              f"and attributes.status = 'RUNNING'")
+    if model is not None:
+        query += f" and params.`{PARAM_MODEL}` = '{model}'"
     return store.client.search_runs([parent.info.experiment_id], query, max_results=50_000)
 
 

@@ -176,7 +176,8 @@ class ParentRun(TrackedRun):
     """One invocation of an experiment; its children are the models it trains (or reuses)."""
 
     def __init__(self, client: MlflowClient, run_id: str, experiment_id: str, experiment: str, preset: str, *,
-                 store: Store | None = None, scope: Mapping[str, Any] | None = None, reuse: bool = False):
+                 store: Store | None = None, scope: Mapping[str, Any] | None = None, reuse: bool = False,
+                 reuse_own: bool = False):
         super().__init__(client, run_id)
         self.experiment_id = experiment_id
         self.experiment = experiment
@@ -184,15 +185,22 @@ class ParentRun(TrackedRun):
         self.store = store
         self.scope = dict(scope or {})
         self.reuse = reuse and store is not None
+        self.reuse_own = reuse_own and store is not None
 
     @classmethod
     def attach(cls, store: Store, run_id: str, *, scope: Mapping[str, Any] | None = None,
                reuse: bool = False) -> ParentRun:
-        """The parent run `run_id`, opened elsewhere (by the process that hands out the replicates, see
-        `executors`), to nest children under; ending it stays with the process that opened it."""
+        """The parent run `run_id`, opened elsewhere (by the process that hands out the units, see
+        `executors`), to nest children under; ending it stays with the process that opened it.
+
+        A child this parent already FINISHED is reused even with `reuse` off
+        (--force): only an earlier attempt at the same task can have finished
+        it, one whose worker died, and training it again would leave its
+        configuration with two FINISHED children.
+        """
         run = store.client.get_run(run_id)
         return cls(store.client, run_id, run.info.experiment_id, run.data.tags[TAG_EXPERIMENT],
-                   run.data.tags[TAG_PRESET], store=store, scope=scope, reuse=reuse)
+                   run.data.tags[TAG_PRESET], store=store, scope=scope, reuse=reuse, reuse_own=True)
 
     def child_hash(self, params: Mapping[str, Any]) -> str:
         return config_hash(self.experiment, params, self.scope)
@@ -213,8 +221,7 @@ class ParentRun(TrackedRun):
         """
         key = self.child_hash(params)
         with self._claimed(name, key):
-            finished = (self.store.finished_run(self.experiment_id, TAG_CONFIG_HASH, key, "child")
-                        if self.reuse else None)
+            finished = self._finished_twin(key)
             if finished is not None:
                 self.link(key, finished)
                 yield ReusedRun(self.client, finished)
@@ -235,6 +242,15 @@ class ParentRun(TrackedRun):
             with ended_with_status(run):
                 run.log_params(params)
                 yield run
+
+    def _finished_twin(self, key: str) -> Run | None:
+        """A FINISHED child of hash `key` to reuse: any in the experiment with reuse on, else one of this
+        parent's own with `reuse_own` (see `attach`), else none."""
+        if self.reuse:
+            return self.store.finished_run(self.experiment_id, TAG_CONFIG_HASH, key, "child")
+        if self.reuse_own:
+            return self.store.finished_run(self.experiment_id, TAG_CONFIG_HASH, key, "child", self.run_id)
+        return None
 
     @contextmanager
     def _claimed(self, name: str, key: str) -> Iterator[None]:

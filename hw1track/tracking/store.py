@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.store.db.db_types import DATABASE_ENGINES
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hw1track.errors import StoreError, UsageError
 from hw1track.tracking import server_retries
@@ -236,10 +237,13 @@ class Store:
         folder.mkdir(exist_ok=True)
         return FileLock(str(folder / f"{key}.lock"))
 
-    def finished_run(self, experiment_id: str, tag: str, value: str, role: str) -> Run | None:
-        """The newest FINISHED run of `role` whose `tag` equals `value`."""
+    def finished_run(self, experiment_id: str, tag: str, value: str, role: str,
+                     parent_run_id: str | None = None) -> Run | None:
+        """The newest FINISHED run of `role` whose `tag` equals `value` (and nested under `parent_run_id`)."""
         query = (f"tags.`{tag}` = '{value}' and tags.`{TAG_ROLE}` = '{role}' "
                  f"and attributes.status = 'FINISHED'")
+        if parent_run_id is not None:
+            query += f" and tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"
         found = self.client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"],
                                         max_results=1)
         return found[0] if found else None
