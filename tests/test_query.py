@@ -31,11 +31,11 @@ def test_experiment_runs_are_the_children_of_the_newest_finished_invocation(stud
     runs = query.experiment_runs("part1_3c_i", tracking_uri=uri)
     client = StoreReader(uri).client
 
-    assert runs.run_name.tolist() == ["bs64", "bs1000"]
+    assert runs.run_name.tolist() == ["bs64", "bs1000", "bs1000-independent-init"]
     assert set(runs.parent_run_id) == {finished} and set(runs.experiment) == {"part1_3c_i"}
     assert set(runs.status) == {"FINISHED"}
-    assert runs["params.batch_size"].tolist() == [64, 600]  # 1000 capped at the 600 training images
-    assert runs["params.n_params"].dtype.kind == "i" and runs["params.widths"].tolist() == ["784-128-64-10"] * 2
+    assert runs["params.batch_size"].tolist() == [64, 600, 600]  # 1000 capped at the 600 training images
+    assert runs["params.n_params"].dtype.kind == "i" and runs["params.widths"].tolist() == ["784-128-64-10"] * 3
     for _, row in runs.iterrows():
         logged = client.get_run(row.run_id).data
         assert row["metrics.test_acc"] == logged.metrics["test_acc"] and row["params.seed"] == int(logged.params["seed"])
@@ -66,7 +66,8 @@ def test_metric_history_of_one_run_or_a_whole_frame_is_tidy(study):
 
     both = query.metric_history(runs, ["test_acc", "train_loss"], tracking_uri=uri)
     assert list(both.columns) == ["run_id", "run_name", "key", "step", "value"]
-    assert set(both.run_name) == {"bs64", "bs1000"} and set(both.key) == {"test_acc", "train_loss"}
+    assert set(both.run_name) == {"bs64", "bs1000", "bs1000-independent-init"}
+    assert set(both.key) == {"test_acc", "train_loss"}
     for run_id in runs.run_id:
         series = both[(both.run_id == run_id) & (both.key == "test_acc")]
         assert series.step.tolist() == [0, 1]  # initial weights, then the one epoch

@@ -1,18 +1,19 @@
 """A study on a real Ray cluster (`ray start --head` on loopback) logging to a real `mlflow server` or a local store.
 
 Everything goes through the command line, as a user would run it: one Ray
-task per (experiment, replicate), children nested under the parent the driver
-opened, the same final numbers as in-process, and one-line refusals for what
-cannot work. The cluster's processes start in a folder of their own, so a
-relative store path of the driver would break if the tasks used it as given.
+task per (experiment, replicate), or per model where an experiment's models are
+independent, children nested under the parent the driver opened, the same
+final numbers as in-process, and one-line refusals for what cannot work.
+The cluster's processes start in a folder of their own, so a relative store
+path of the driver would break if the tasks used it as given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-import signal
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -23,12 +24,14 @@ import pandas as pd
 import pytest
 import torch
 from conftest import hw1track
+from ray_overhead import CLUSTER_ENV
+from ray_overhead import ray_cluster as started_cluster
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from servers import LOOPBACK, free_port, tracking_server  # noqa: F401
 from test_reliability import TINY
 
 from hw1track import config as configs
-from hw1track.study.discovery import get_experiment
+from hw1track.study.discovery import discover, get_experiment
 from hw1track.study.invocation import run_experiment
 from hw1track.study.ray_executor import INSTALL
 from hw1track.tracking.code_version import ENV as CODE_VERSION_ENV
@@ -38,12 +41,11 @@ from hw1track.tracking.store import Store
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
-START_TIMEOUT = 120.0
 EXPERIMENT = "part1_3c_i"  # two models per replicate and a parent table that spans replicates
 SETTINGS = [arg for setting in TINY[EXPERIMENT] for arg in ("--set", setting)]
 FINAL = ("train_loss", "train_acc", "test_loss", "test_acc")
-# A loopback cluster needs no tokens; left unset, Ray turns them on once any earlier local cluster saved one.
-CLUSTER_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+MODELS = ("bs64", "bs1000", "bs1000-independent-init")  # of each replicate
+CHILDREN = sorted(f"{model}{suffix}" for model in MODELS for suffix in ("", "#1"))  # of two replicates
 
 
 @pytest.fixture(autouse=True)
@@ -55,40 +57,10 @@ def pinned_code_version(monkeypatch):
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory) -> Iterator[str]:
-    """A two-CPU Ray cluster on loopback, started by `ray start --head --block`; yields its address.
-
-    It runs in its own session and is stopped with SIGKILL to that session's process group: on SIGTERM,
-    `ray start --block` drains for 30 s first. Its idle workers exit by themselves once the raylet is gone.
-    """
-    folder = tmp_path_factory.mktemp("ray-cluster")
-    port = free_port()
-    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address", LOOPBACK,
-               "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"]
-    with open(folder / "ray.log", "w") as log:
-        process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, env={**os.environ, **CLUSTER_ENV})
-    try:
-        _wait_for_port(port, process, folder / "ray.log")
-        yield f"{LOOPBACK}:{port}"
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=30)
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"ray start exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            socket.create_connection((LOOPBACK, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"the Ray head did not listen on {port} within {START_TIMEOUT:.0f}s:\n{log.read_text()}")
+    """A two-CPU Ray cluster on loopback (`ray start --head`, as the Ray benchmark starts it); yields its address."""
+    log = tmp_path_factory.mktemp("ray-cluster") / "ray.log"
+    with started_cluster(2, {**os.environ, **CLUSTER_ENV}, log) as (address, _):
+        yield address
 
 
 def _through_ray(address: str, uri: str, cwd: Path, *more: str) -> subprocess.CompletedProcess:
@@ -109,15 +81,15 @@ def test_a_study_through_ray_is_one_parent_in_the_shared_server_with_the_in_proc
         ray_cluster, tracking_server, tmp_path):  # noqa: F811
     result = _through_ray(ray_cluster, tracking_server.uri, tmp_path / "driver")
     assert result.returncode == 0, result.stderr
-    assert "[study] part1_3c_i (1 of 1): tasks 2 done, 0 running, 0 queued" in result.stderr
+    assert "[study] experiments 1 of 1 done: tasks 2 done, 0 running, 0 queued" in result.stderr
 
     reader = StoreReader(tracking_server.uri)
     parent = reader.latest_parent(EXPERIMENT)
     assert parent.info.status == "FINISHED" and parent.data.params["seeds"] == "2"
     children = _own_children(reader, parent)  # one per (configuration, replicate), nested as in-process
-    assert sorted(run.info.run_name for run in children) == ["bs1000", "bs1000#1", "bs64", "bs64#1"]
+    assert sorted(run.info.run_name for run in children) == CHILDREN
     assert {run.info.status for run in children} == {"FINISHED"}
-    assert sorted(replicate(run) for run in children) == [0, 0, 1, 1]
+    assert sorted(replicate(run) for run in children) == [0, 0, 0, 1, 1, 1]
     curve = pd.read_csv(reader.download(parent, "interpolation.csv"))
     assert sorted(curve["replicate"].unique()) == [0, 1] and len(curve) == 2 * (curve["replicate"] == 0).sum()
 
@@ -143,6 +115,59 @@ def test_a_study_through_ray_is_one_parent_in_the_shared_server_with_the_in_proc
     pd.testing.assert_frame_equal(curve, local_curve, rtol=1e-6)
 
 
+# `run all` at a few examples and epochs: keys apply to the experiments that have them
+ALL_SETTINGS = ("epochs=1", "train_size=256", "test_size=256", "max_epochs=2", "n_trainings=3", "sinc_iterations=40",
+                "mnist_epochs=1", "snapshot_every=1", "trainings=2", "batch_sizes=64,128", "sharpness_examples=64",
+                "sharpness_maxiter=2")
+INDEPENDENT_MODELS = {"part1_1b": 3, "part1_3b": 11}  # one task per model (quick preset); one per replicate elsewhere
+
+
+def test_a_whole_study_goes_to_the_cluster_at_once_with_a_task_per_independent_model(ray_cluster, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = [arg for setting in ALL_SETTINGS for arg in ("--set", setting)]
+    result = hw1track("run", "all", *settings, "--seeds", "2", "--executor", "ray", "--ray-address", ray_cluster,
+                      "--tracking-uri", uri, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+    names = list(discover())
+    tasks = sum(2 * INDEPENDENT_MODELS.get(name, 1) for name in names)
+    progress = [line for line in result.stderr.splitlines() if line.startswith("[study]")]
+    assert progress[-1] == f"[study] experiments {len(names)} of {len(names)} done: tasks {tasks} done, 0 running, " \
+                           "0 queued"
+    # every experiment's tasks were on the cluster before the first experiment had ended
+    assert any(line.startswith("[study] experiments 0 of") and _tasks_in(line) == tasks for line in progress), progress
+    finished = [line for line in result.stdout.splitlines() if ": finished in " in line and line.endswith(f"({uri})")]
+    assert len(finished) == len(names), result.stdout
+
+    reader = StoreReader(uri)
+    for name in names:
+        parent = reader.latest_parent(name)
+        assert parent.info.status == "FINISHED", name
+        children = _own_children(reader, parent)
+        assert {run.info.status for run in children} == {"FINISHED"}, name
+        assert sorted({replicate(run) for run in children}) == [0, 1], name
+
+    # a model trained as a task of its own gives the numbers it gives in process, sweep and all
+    experiment = get_experiment("part1_3b")
+    fields = {f.name for f in dataclasses.fields(experiment.presets["quick"])}
+    config = configs.resolve(experiment.presets, "quick", [s for s in ALL_SETTINGS if s.split("=")[0] in fields])
+    local_uri = f"sqlite:///{tmp_path / 'local' / 'mlflow.db'}"
+    local_id = run_experiment(experiment, "quick", config, Store(local_uri), torch.device("cpu"), threads=1, seeds=2)
+    local_reader = StoreReader(local_uri)
+    through_ray = _finals(reader, reader.latest_parent("part1_3b"))
+    in_process = _finals(local_reader, local_reader.client.get_run(local_id))
+    assert len(in_process) == 2 * INDEPENDENT_MODELS["part1_3b"] and through_ray.keys() == in_process.keys()
+    for name, metrics in in_process.items():
+        for key, value in metrics.items():
+            assert math.isclose(through_ray[name][key], value, rel_tol=1e-6, abs_tol=1e-9), (name, key)
+
+
+def _tasks_in(progress_line: str) -> int:
+    """done + running + queued (+ failed) of one `[study]` line."""
+    counts = re.findall(r"(\d+) (?:done|running|queued|failed)", progress_line.split(":", 1)[1])
+    return sum(int(count) for count in counts)
+
+
 def test_a_relative_sqlite_store_works_with_a_cluster_on_this_machine(ray_cluster, tmp_path):
     driver = tmp_path / "driver"
     result = _through_ray(ray_cluster, "sqlite:///store/mlflow.db", driver)  # relative to the driver's folder
@@ -151,7 +176,7 @@ def test_a_relative_sqlite_store_works_with_a_cluster_on_this_machine(ray_cluste
     reader = StoreReader(f"sqlite:///{driver / 'store' / 'mlflow.db'}")
     parent = reader.latest_parent(EXPERIMENT)
     children = _own_children(reader, parent)
-    assert len(children) == 4 and {run.info.status for run in children} == {"FINISHED"}
+    assert len(children) == 6 and {run.info.status for run in children} == {"FINISHED"}
 
     again = _through_ray(ray_cluster, "sqlite:///store/mlflow.db", driver)  # an identical study trains nothing
     assert again.returncode == 0, again.stderr

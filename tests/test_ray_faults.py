@@ -23,7 +23,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from servers import LOOPBACK, free_port, tracking_server  # noqa: F401
-from test_ray_executor import EXPERIMENT, FINAL, _own_children, pinned_code_version, ray_cluster  # noqa: F401
+from test_ray_executor import (CHILDREN, EXPERIMENT, FINAL, MODELS, _own_children, pinned_code_version,  # noqa: F401
+                               ray_cluster)
 
 from conftest import hw1track
 from hw1track.tracking.names import TAG_PID, TAG_REUSED_PREFIX, TAG_ROLE
@@ -114,7 +115,7 @@ def test_a_worker_killed_mid_task_is_retried_and_each_configuration_ends_with_on
     assert reader.client.get_run(victim.info.run_id).info.status == "KILLED"  # ended by the retried task
     assert "RUNNING" not in {run.info.status for run in every_child}
     finished = [run.info.run_name for run in every_child if run.info.status == "FINISHED"]
-    assert sorted(finished) == ["bs1000", "bs1000#1", "bs64", "bs64#1"]  # exactly one per configuration
+    assert sorted(finished) == CHILDREN  # exactly one per configuration
     for run in _own_children(reader, parent):
         assert set(FINAL) <= set(run.data.metrics), run.info.run_name
     curve = pd.read_csv(reader.download(parent, "interpolation.csv"))
@@ -152,10 +153,10 @@ def test_a_driver_killed_mid_study_leaves_nothing_running_after_the_rerun_which_
     reused = {value for key, value in parent.data.tags.items() if key.startswith(TAG_REUSED_PREFIX)}
     assert reused == finished_before  # every model the killed study finished, and nothing trained twice
     trained = _own_children(reader, parent)
-    assert len(trained) == 6 - len(finished_before)
+    assert len(trained) == 9 - len(finished_before)
     children = reader.children(parent)
     assert sorted((run.info.run_name.split("#")[0], replicate(run)) for run in children) == sorted(
-        (name, r) for name in ("bs64", "bs1000") for r in range(3))
+        (name, r) for name in MODELS for r in range(3))
 
 
 def test_auto_pointing_at_a_cluster_that_has_stopped_fails_in_seconds_with_one_line(

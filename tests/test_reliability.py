@@ -57,7 +57,7 @@ TINY = {
     "part1_2c": ("n_trainings=3", "epochs=40", "phase2_steps=10"),
     "part1_3a": ("max_epochs=2", "widths=784,32,10", "train_size=256", "test_size=256"),
     "part1_3b": ("epochs=1", "widths=6,10", "train_size=256", "test_size=256"),
-    "part1_3c_i": ("epochs=1", "train_size=256", "test_size=256"),
+    "part1_3c_i": ("epochs=1", "train_size=256", "test_size=256", "surface_examples=32"),
     "part1_3c_ii": ("epochs=1", "batch_sizes=64,128", "train_size=256", "test_size=256", "sharpness_examples=64",
                     "sharpness_maxiter=2"),
 }
@@ -217,15 +217,17 @@ def test_a_reused_model_gets_its_weights_back_for_the_interpolation(store_uri, r
     settings = ("epochs=1", "train_size=300", "test_size=200")
     first = reader.client.get_run(_run("part1_3c_i", store_uri, *settings))
     second = reader.client.get_run(_run("part1_3c_i", store_uri, *settings, "large_batch=100"))
-    small, large = sorted(reader.children(second), key=lambda r: float(r.data.params["interpolation_alpha"]))
+    children = {run.info.run_name: run for run in reader.children(second)}
+    assert sorted(children) == ["bs100", "bs100-independent-init", "bs64"]
+    small, large = children["bs64"], children["bs100"]
     assert small.data.tags[MLFLOW_PARENT_RUN_ID] == first.info.run_id
     assert reused_child_ids(second) == [small.info.run_id]
     assert large.data.tags[MLFLOW_PARENT_RUN_ID] == second.info.run_id and large.data.params["batch_size"] == "100"
-    curve = pd.read_csv(reader.download(second, "interpolation.csv"))
-    at_small = curve[curve.alpha == 0].iloc[0]  # θ(0) is the reused model, evaluated from the restored weights
+    curve = pd.read_csv(reader.download(second, "interpolation.csv")).drop(columns="pair")
+    at_small = curve[curve.alpha == 0].iloc[0]  # θ(0) of both pairs is the reused model, from the restored weights
     for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
         assert at_small[key] == pytest.approx(small.data.metrics[key], rel=1e-5)
-    earlier = pd.read_csv(reader.download(first, "interpolation.csv"))
+    earlier = pd.read_csv(reader.download(first, "interpolation.csv")).drop(columns="pair")
     assert earlier[earlier.alpha == 0].iloc[0].to_dict() == pytest.approx(at_small.to_dict(), rel=1e-6)
 
 

@@ -38,9 +38,11 @@ def test_report_embeds_logged_and_drawn_figures_lists_missing_experiments_and_is
     reader = StoreReader(store_uri)
 
     # part1_3c_i: the figure `analyze` logged, byte for byte
-    logged_png = reader.download(reader.client.get_run(analysed), "figures/interpolation.png", tmp_path / "dl")
     images = dict((alt, data) for data, alt in EMBEDDED_PNG.findall(_section(page, "part1_3c_i")))
-    assert images == {"interpolation": base64.b64encode(logged_png.read_bytes()).decode("ascii")}
+    assert set(images) == {"interpolation", "loss_surface"}
+    for name, data in images.items():
+        logged_png = reader.download(reader.client.get_run(analysed), f"figures/{name}.png", tmp_path / "dl")
+        assert data == base64.b64encode(logged_png.read_bytes()).decode("ascii"), name
 
     # part1_2b had no figures: drawn for the page by its analysis module, and not logged to its run
     images = dict((alt, data) for data, alt in EMBEDDED_PNG.findall(_section(page, "part1_2b")))
@@ -61,7 +63,7 @@ def test_report_embeds_logged_and_drawn_figures_lists_missing_experiments_and_is
         assert f"<td>{child.data.metrics['test_acc']:.4g}</td>" in section
     assert parent.data.tags["hw1track.git_commit"] in section
     assert parent.data.tags["hw1track.mnist_md5"] in section
-    assert "<code>alphas_per_unit</code></td><td>20</td>" in section
+    assert "<code>alphas_per_unit</code></td><td>10</td>" in section
     assert "<a href=" not in section  # a SQLite store has no UI to link to
 
     # the claims come first in a section: as analyze logged them for part1_3c_i, computed for part1_2b (none)
