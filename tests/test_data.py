@@ -96,6 +96,14 @@ def test_a_checked_source_is_read_again_once_it_changes(tmp_path, mnist_source):
     record = json.loads((root / "MNIST" / SOURCES_RECORD).read_text())
     assert sorted(record) == sorted(str((source / f"{name}.gz").resolve()) for name in MNIST_MD5)
     prepare_mnist(root, source)  # unchanged: passes on the record
+    # passing on the record means not reading the file: bytes changed behind an unchanged size and mtime go unseen
+    labels = source / "t10k-labels-idx1-ubyte.gz"
+    stat = labels.stat()
+    with open(labels, "r+b") as file:
+        file.seek(stat.st_size // 2)
+        file.write(bytes([file.read(1)[0] ^ 0xFF]))
+    os.utime(labels, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    prepare_mnist(root, source)
     other = _other_dataset(mnist_source, tmp_path)
     shutil.copy(other / "t10k-labels-idx1-ubyte.gz", source / "t10k-labels-idx1-ubyte.gz")
     with pytest.raises(DataUnavailable, match="checksum mismatch for .*t10k-labels-idx1-ubyte.gz"):
