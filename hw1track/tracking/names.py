@@ -35,6 +35,9 @@ TAG_STUCK = "hw1track.stuck"  # "true" when a fit collapsed to a near-constant f
 PARAM_MODEL = "model"  # the same in every replicate of a model: the child's run name without `#r`
 PARAM_REPLICATE = "replicate"  # 0, 1, ...: which replicate of its configuration a model is
 PARAM_SEED = "seed"  # the model's own seed: initialisation and data order
+# The same two as tags, set when a child is created: a worker that dies before the params are logged leaves
+# a child that its retry must still find (`orphans.earlier_attempts`).
+TAG_MODEL, TAG_REPLICATE = "hw1track.model", "hw1track.replicate"
 PARAM_SEEDS = "seeds"  # on a parent: how many replicates of every configuration were asked for
 CLAIMS_ARTIFACT = "claims.json"  # on a parent: the homework's questions answered across seeds (see `reporting.claims`)
 

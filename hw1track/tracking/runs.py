@@ -38,8 +38,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from hw1track.tracking import metric_writer, server_retries, sqlite_metrics
 from hw1track.tracking.ending import ended_with_status
 from hw1track.tracking.identity import config_hash, group_hash
-from hw1track.tracking.names import (TAG_CODE_VERSION, TAG_CONFIG_HASH, TAG_EXPERIMENT, TAG_GROUP, TAG_PRESET,
-                                     TAG_REUSED_PREFIX, TAG_ROLE, WEIGHTS_ARTIFACT)
+from hw1track.tracking.names import (PARAM_MODEL, PARAM_REPLICATE, TAG_CODE_VERSION, TAG_CONFIG_HASH, TAG_EXPERIMENT,
+                                     TAG_GROUP, TAG_MODEL, TAG_PRESET, TAG_REPLICATE, TAG_REUSED_PREFIX, TAG_ROLE,
+                                     WEIGHTS_ARTIFACT)
 from hw1track.tracking.processes import current_process_tags
 from hw1track.tracking.store import Store
 
@@ -233,6 +234,8 @@ class ParentRun(TrackedRun):
                 TAG_ROLE: "child",
                 TAG_CONFIG_HASH: key,
                 TAG_GROUP: group_hash(self.experiment, params, self.scope, per_replicate),
+                **{tag: str(params[param]) for tag, param in ((TAG_MODEL, PARAM_MODEL),
+                                                              (TAG_REPLICATE, PARAM_REPLICATE)) if param in params},
                 **current_process_tags(),
             }
             if "code_version" in self.scope:
