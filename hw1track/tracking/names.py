@@ -35,15 +35,14 @@ TAG_STUCK = "hw1track.stuck"  # "true" when a fit collapsed to a near-constant f
 PARAM_MODEL = "model"  # the same in every replicate of a model: the child's run name without `#r`
 PARAM_REPLICATE = "replicate"  # 0, 1, ...: which replicate of its configuration a model is
 PARAM_SEED = "seed"  # the model's own seed: initialisation and data order
-# The same two as tags, set when a child is created: a worker that dies before the params are logged leaves
-# a child that its retry must still find (`orphans.earlier_attempts`).
-TAG_MODEL, TAG_REPLICATE = "hw1track.model", "hw1track.replicate"
 PARAM_SEEDS = "seeds"  # on a parent: how many replicates of every configuration were asked for
+# `model` and `replicate` again as tags, set by the call that creates a child: a worker that dies before the
+# params are logged leaves a child that its retried task must still find (`orphans.earlier_attempts`).
+TAG_MODEL, TAG_REPLICATE = "hw1track.model", "hw1track.replicate"
 CLAIMS_ARTIFACT = "claims.json"  # on a parent: the homework's questions answered across seeds (see `reporting.claims`)
 
 HESSIAN_DENSITY_ARTIFACT = "hessian_density.csv"  # on a child: SLQ nodes and weights per probe (part1_3c_ii)
 LOSS_SURFACE_ARTIFACT = "loss_surface.csv"  # on a parent: the training loss on planes around solutions (part1_3c_i)
 PARAM_PAIR = "pair"  # part1_3c_i: the interpolated pair a child was trained for, and a column of interpolation.csv
 SHARED_INIT, INDEPENDENT_INIT = "shared_init", "independent_init"  # the values of `pair`
-HESSIAN_EIGENVALUES_ARTIFACT = "hessian_eigenvalues.pt"  # on a child: the full Hessian's eigenvalues (part1_2c)
 WEIGHTS_ARTIFACT = "weights/final.pt"  # a model's final state_dict, loadable with torch.load(weights_only=True)

@@ -51,8 +51,10 @@ def earlier_attempts(store: Store, parent_run_id: str, replicate: int, model: st
     Where one task trains each replicate, or each model of a replicate
     (`ray_executor`), a task that starts while such children exist is a retry,
     and the attempt that opened them is gone: Ray retries a task only once its
-    worker has died. They are found by their parent, replicate and model (tags set when the
-    run was created, before its params), not by their process, which another node's task cannot check.
+    worker has died. They are found by their parent, replicate and model, not
+    by their process, which another node's task cannot check; and by tags that
+    the run was created with, not by its params, which a worker killed a moment
+    after creating it never logged.
     """
     parent = store.client.get_run(parent_run_id)
     query = (f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{TAG_REPLICATE}` = '{replicate}' "

@@ -234,8 +234,7 @@ class ParentRun(TrackedRun):
                 TAG_ROLE: "child",
                 TAG_CONFIG_HASH: key,
                 TAG_GROUP: group_hash(self.experiment, params, self.scope, per_replicate),
-                **{tag: str(params[param]) for tag, param in ((TAG_MODEL, PARAM_MODEL),
-                                                              (TAG_REPLICATE, PARAM_REPLICATE)) if param in params},
+                **_position_tags(params),
                 **current_process_tags(),
             }
             if "code_version" in self.scope:
@@ -276,6 +275,13 @@ class ParentRun(TrackedRun):
         """Make a finished child of another invocation one of this parent's models (see `identity.reused_child_ids`)."""
         if run.data.tags.get(MLFLOW_PARENT_RUN_ID) != self.run_id:
             self.set_tags({f"{TAG_REUSED_PREFIX}{key}": run.info.run_id})
+
+
+def _position_tags(params: Mapping[str, Any]) -> dict[str, str]:
+    """The child's model and replicate as tags, so that they exist from the moment the run does
+    (`orphans.earlier_attempts`)."""
+    return {tag: str(params[param]) for tag, param in ((TAG_MODEL, PARAM_MODEL), (TAG_REPLICATE, PARAM_REPLICATE))
+            if param in params}
 
 
 @contextmanager
