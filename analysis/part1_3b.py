@@ -1,5 +1,9 @@
 """part1_3b figures and claims: final train and test loss and accuracy against the number of parameters.
 
+Models trained to the stopping rule get a third figure, the epoch each width
+stopped at: it shows which widths the rule (rather than the cap) stopped, and
+so whether "final" means the same thing for a small model and a large one.
+
 A run's latest metric in MLflow is its value at the highest step, i.e. the last
 epoch's full-set evaluation, so no metric history is read. The replicates of one
 width are one point with its 95 % interval. The claims measure the trend over
@@ -10,11 +14,13 @@ a seed that lifts every width alike must not blur a trend every seed shows.
 from __future__ import annotations
 
 
+from matplotlib.figure import Figure
 from mlflow.entities import Run
 
 from hw1track.reporting.plotting import (bounded_interval, geometric_interval, plot_intervals, seeds_text,
                                          subplots)
 from hw1track.stats.claims import Claim, trend_over_seeds
+from hw1track.tracking.names import METRIC_EPOCHS_TRAINED, METRIC_STOPPED_BY_RULE
 from hw1track.tracking.query import StoreReader, by_group, replicate
 
 SPLITS = {"train": ("o-", "tab:blue"), "test": ("s--", "tab:orange")}
@@ -34,7 +40,7 @@ def figures(reader: StoreReader, parent: Run) -> dict:
     n_seeds = max(len(runs) for runs in groups)
     first = groups[0][0].data.params
     recipe = (f"CNN conv {first['channels']} + one dense layer; Adam {first['lr']}, batch {first['batch_size']}, "
-              f"{first['epochs']} epochs on {first['n_train']} training images")
+              f"{_budget(first)} on {first['n_train']} training images")
     figures = {}
     for metric, axis_label, scale in (("loss", "cross-entropy", "log"), ("acc", "accuracy", "linear")):
         fig, ax = subplots(width=8.0, height=4.8)
@@ -53,7 +59,39 @@ def figures(reader: StoreReader, parent: Run) -> dict:
         _label_widths(ax, sizes, widths)
         ax.legend(title="full-set evaluation")
         figures["loss_vs_params" if metric == "loss" else "accuracy_vs_params"] = fig
+    if all(METRIC_EPOCHS_TRAINED in run.data.metrics for runs in groups for run in runs):
+        figures["epochs_vs_params"] = _stopping_epochs(groups, sizes, widths, n_seeds, first)
     return figures
+
+
+def _budget(params) -> str:
+    """The training length the params describe: a stopping rule with its cap, or a fixed number of epochs."""
+    if int(params.get("plateau_window", 0)) > 0:
+        return (f"until train loss gains < {float(params['plateau_fraction']):g} x initial over "
+                f"{params['plateau_window']} epochs (cap {params['epochs']})")
+    return f"{params['epochs']} epochs"
+
+
+def _stopping_epochs(groups: list[list[Run]], sizes: list[int], widths: list[str], n_seeds: int, first) -> Figure:
+    """Each model's last trained epoch against P: filled where the rule stopped it, hollow where the cap did."""
+    fig, ax = subplots(width=8.0, height=4.2)
+    for runs, size in zip(groups, sizes):
+        for run in runs:
+            by_rule = run.data.metrics[METRIC_STOPPED_BY_RULE] > 0
+            ax.plot(size, run.data.metrics[METRIC_EPOCHS_TRAINED], "o", color="tab:blue",
+                    markerfacecolor="tab:blue" if by_rule else "none", alpha=0.8)
+    cap = int(first["epochs"])
+    ax.axhline(cap, color="grey", linestyle="--", linewidth=1)
+    ax.plot([], [], "o", color="tab:blue", label="stopped by the rule")
+    ax.plot([], [], "o", color="tab:blue", markerfacecolor="none", label="stopped by the cap")
+    ax.plot([], [], "--", color="grey", label=f"cap ({cap} epochs)")
+    ax.set(xscale="log", ylim=(0, cap * 1.08), xlabel="number of parameters P (log scale)",
+           ylabel="epochs trained",
+           title=f"Where each width stopped, {seeds_text(n_seeds)} per width (one marker per seed)\n"
+                 f"{_budget(first)}")
+    _label_widths(ax, sizes, widths)
+    ax.legend(loc="lower right")
+    return fig
 
 
 def _label_widths(ax, sizes: list[int], widths: list[str]) -> None:

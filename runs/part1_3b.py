@@ -3,9 +3,18 @@
 Eleven CNNs of one family, conv 8 (3x3) - ReLU - max-pool 2 - dense `width` -
 ReLU - 10, differ only in the dense width, from 6 to 1,000 units: P runs from
 9,564 to 1,579,090 (2.2 decades). All are trained with one recipe (Adam 1e-3,
-batch 128, 8 epochs, the same data). Each child run logs `width`, `n_params`
-and per-epoch train and test loss and accuracy (full-set evaluations); the
-figures use each model's last epoch.
+batch 128, the same data) to one stopping rule: until the training loss stops
+improving (`LossPlateau`), with `epochs` as the cap. Each child run logs
+`width`, `n_params`, per-epoch train and test loss and accuracy (full-set
+evaluations), `epochs_trained` and `stopped_by_rule`; the figures use each
+model's last epoch.
+
+Why a rule and not the homework's fixed epochs: after 8 epochs (the recipe
+before the rule) every width's training loss was still falling, the narrowest
+by 5 % per epoch (0.155 at width 6, 0.005 at width 1000, full preset, 3 seeds),
+so the small models were compared before they had learnt what they can and the
+size effect mixed capacity with optimisation speed. `plateau_window=0` restores
+the fixed-epoch recipe.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from dataclasses import dataclass
 
 from hw1track.config import SWEEP, MnistSplits, setting
 from hw1track.study.context import RunContext
+from hw1track.training.milestones import LossPlateau
 from hw1track.training.models import cnn, describe
 
 DATA = "mnist"
@@ -26,7 +36,9 @@ WIDTHS = (6, 10, 17, 28, 46, 77, 128, 215, 360, 600, 1000)
 class Config(MnistSplits):
     widths: tuple[int, ...] = setting(WIDTHS, role=SWEEP)
     channels: tuple[int, ...] = (8,)
-    epochs: int = 8  # about 10 min for all eleven on 2 quiet cores: one sweep epoch measured 68 s
+    epochs: int = 30  # the cap of the stopping rule (every width's epochs when plateau_window is 0)
+    plateau_window: int = setting(3, minimum=0)  # epochs over which the training loss must improve...
+    plateau_fraction: float = setting(0.002, minimum=0)  # ...by this fraction of its initial value, ln 10
     batch_size: int = 128
     lr: float = 1e-3
 
@@ -38,6 +50,9 @@ PRESETS = {
 
 
 def run(cfg: Config, ctx: RunContext) -> None:
+    rule = {"plateau_window": cfg.plateau_window, "plateau_fraction": cfg.plateau_fraction}
     ctx.train_classifiers({f"dense{width}": (lambda width=width: cnn(cfg.channels, (width,)),
-                                             {"width": width, "channels": describe(cfg.channels)})
-                           for width in cfg.widths}, cfg)
+                                             {"width": width, "channels": describe(cfg.channels), **rule})
+                           for width in cfg.widths}, cfg,
+                          stop_rule=(lambda: LossPlateau(cfg.plateau_window, cfg.plateau_fraction))
+                          if cfg.plateau_window > 0 else None)

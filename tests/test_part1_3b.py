@@ -11,11 +11,12 @@ from scipy import stats
 from analysis import part1_3b as analysis
 from hw1track.reporting.plotting import seeds_text
 from hw1track.stats.claims import INCONCLUSIVE, from_json
-from hw1track.tracking.names import CLAIMS_ARTIFACT
+from hw1track.tracking.names import CLAIMS_ARTIFACT, METRIC_EPOCHS_TRAINED, METRIC_STOPPED_BY_RULE
 from hw1track.tracking.query import by_group, replicate
 from hw1track.training.data import load_mnist, subset
 from hw1track.training.evaluation import evaluate_splits
 from hw1track.training.fit import fit
+from hw1track.training.milestones import LossPlateau
 from hw1track.training.models import cnn, n_params
 from hw1track.training.sinks import NullSink
 from hw1track.training.tasks import CLASSIFICATION
@@ -79,7 +80,7 @@ def test_quick_sweep_varies_only_the_dense_width_and_logs_full_set_final_metrics
     out = tmp_path / "figures"
     drawn = hw1track("analyze", "part1_3b", "--tracking-uri", store_uri, "--out", str(out), cwd=tmp_path)
     assert drawn.returncode == 0, drawn.stderr
-    names = {"loss_vs_params.png", "accuracy_vs_params.png"}
+    names = {"loss_vs_params.png", "accuracy_vs_params.png", "epochs_vs_params.png"}
     assert {p.name for p in (out / "part1_3b").iterdir()} == names
     assert {a.path for a in reader.client.list_artifacts(parent_id, "figures")} == {f"figures/{n}" for n in names}
     logged_claims = from_json(reader.download(parent, CLAIMS_ARTIFACT).read_text())
@@ -147,6 +148,43 @@ def test_one_seed_draws_plain_lines_and_leaves_the_claims_without_verdict(store_
     for claim in claims:
         check_claim(claim, 1)
         assert claim.verdict == INCONCLUSIVE and math.isnan(claim.ci_low) and "one seed" in claim.detail
+
+
+@pytest.mark.slow
+def test_each_width_stops_where_the_plateau_rule_says_and_logs_that_epoch(store_uri, reader):
+    # a coarse rule on 600 images: no model can gain 0.3 x ln 10 nats per epoch for long, so all stop early
+    window, fraction, cap = 1, 0.3, 8
+    parent_id = run_quick("part1_3b", store_uri, f"epochs={cap}", "train_size=600", "test_size=300",
+                          "widths=6,360", f"plateau_window={window}", f"plateau_fraction={fraction}", seeds=1)
+    parent = reader.client.get_run(parent_id)
+    children = reader.children(parent)
+    assert len(children) == 2
+    for child in children:
+        history = reader.history([child], ["train_loss"]).sort_values("step")
+        assert list(history.step) == list(range(len(history)))
+        rule = LossPlateau(window, fraction)
+        stops = [bool(rule({"train_loss": torch.tensor([loss])})[0]) for loss in history.value]
+        # the rule replayed on the logged losses stops at the last logged epoch, and not before it
+        assert stops[-1] and not any(stops[:-1])
+        last = int(history.step.max())
+        assert last < cap and child.data.metrics[METRIC_EPOCHS_TRAINED] == last
+        assert child.data.metrics[METRIC_STOPPED_BY_RULE] == 1.0
+        assert child.data.params["plateau_window"] == str(window)
+    (axes,) = analysis.figures(reader, parent)["epochs_vs_params"].axes
+    assert "cap 8" in axes.get_title() and axes.get_ylabel() == "epochs trained"
+
+
+@pytest.mark.slow
+def test_without_a_window_every_width_trains_the_fixed_epochs(store_uri, reader):
+    parent_id = run_quick("part1_3b", store_uri, "epochs=2", "train_size=300", "test_size=300", "widths=6",
+                          "plateau_window=0", seeds=1)
+    parent = reader.client.get_run(parent_id)
+    (child,) = reader.children(parent)
+    assert reader.history([child], ["train_loss"]).step.max() == 2
+    assert METRIC_EPOCHS_TRAINED not in child.data.metrics
+    figures = analysis.figures(reader, parent)
+    assert set(figures) == {"loss_vs_params", "accuracy_vs_params"}
+    assert "2 epochs on 300" in figures["loss_vs_params"].axes[0].get_title()
 
 
 def _per_seed(children) -> list[list]:

@@ -19,13 +19,14 @@ from torch import nn
 
 from hw1track.study import replicate_tables
 from hw1track.study.replicates import Replicate, model_name, replicates
-from hw1track.tracking.names import PARAM_MODEL
+from hw1track.tracking.names import METRIC_EPOCHS_TRAINED, METRIC_STOPPED_BY_RULE, PARAM_MODEL
 from hw1track.tracking.runs import ParentRun, ReusedRun, TrackedRun
 from hw1track.tracking.weights import restore_weights
 from hw1track.training import data as mnist_data
 from hw1track.training.driver import EpochHook
 from hw1track.training.fit import fit
 from hw1track.training.full_batch_replicates import fit_full_batch_together, trains_full_batch
+from hw1track.training.milestones import LossPlateau
 from hw1track.training.mlp_stack import fit_together
 from hw1track.training.models import n_params, seeded_model
 from hw1track.training.tasks import CLASSIFICATION, Split, Task
@@ -92,13 +93,15 @@ class RunContext:
         report(self.parent.experiment, message)
 
     def train_classifiers(self, models: Mapping[str, tuple[Callable[[], nn.Module], Mapping[str, Any]]],
-                          cfg: Any) -> None:
+                          cfg: Any, stop_rule: Callable[[], LossPlateau] | None = None) -> None:
         """Train named MNIST classifiers one after another, once per replicate, with the config's data and recipe.
 
         Model number m is seeded `cfg.seed + m` (in replicate 0), so the sweep's
         models differ in their initialisation as well as in what the experiment
         varies (`params`). Each replicate trains the whole sweep before the next
-        starts, so an interrupted run leaves complete replicates behind.
+        starts, so an interrupted run leaves complete replicates behind. With a
+        `stop_rule` (a fresh rule per model), `cfg.epochs` is a cap, and each
+        child logs the epoch it stopped at and whether the rule or the cap stopped it.
         """
         train, test = self.mnist_splits(cfg.train_size, cfg.test_size, cfg.seed)
         for replicate in self.replicates:
@@ -106,10 +109,13 @@ class RunContext:
                 if self.only_models is not None and name not in self.only_models:
                     continue
                 seed = replicate.seed(cfg.seed + m)
+                rule = stop_rule() if stop_rule is not None else None
                 self.train_model(replicate.name(name), seeded_model(factory, seed, self.device), seed=seed,
                                  train=train, eval_splits={"train": train, "test": test}, task=CLASSIFICATION,
                                  epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                 params={**params, **replicate.params})
+                                 params={**params, **replicate.params}, stop_when=rule,
+                                 log_artifacts=None if rule is None else
+                                 lambda child, _model, rule=rule: _log_stop(child, rule, cfg.epochs))
 
     def train_model(self, name: str, model: nn.Module, *, seed: int, train: Split, eval_splits: Mapping[str, Split],
                     task: Task, epochs: int, batch_size: int, lr: float, params: Mapping[str, Any],
@@ -195,6 +201,12 @@ class RunContext:
             self.report(f"{name}: reused finished run {child.run_id} (same config, preset and code version), {shown}")
         else:
             self.report(f"{name}: {how}, {shown}")
+
+
+def _log_stop(child: TrackedRun, rule: LossPlateau, cap: int) -> None:
+    stopped = int(rule.stopped_epoch[0]) if rule.stopped_epoch is not None else -1
+    epoch = stopped if stopped >= 0 else cap
+    child.log_metrics({METRIC_EPOCHS_TRAINED: epoch, METRIC_STOPPED_BY_RULE: float(stopped >= 0)}, step=epoch)
 
 
 def _standard_params(name: str, model: nn.Module, seed: int, train: Split, eval_splits: Mapping[str, Split],

@@ -60,7 +60,7 @@ class _Planner:
     def __init__(self) -> None:
         self.models: list[str] = []
 
-    def train_classifiers(self, models: Mapping[str, Any], cfg: Any) -> None:
+    def train_classifiers(self, models: Mapping[str, Any], cfg: Any, **options: Any) -> None:
         self.models.extend(models)
 
     def __getattr__(self, name: str) -> Any:

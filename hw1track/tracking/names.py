@@ -41,6 +41,9 @@ PARAM_SEEDS = "seeds"  # on a parent: how many replicates of every configuration
 TAG_MODEL, TAG_REPLICATE = "hw1track.model", "hw1track.replicate"
 CLAIMS_ARTIFACT = "claims.json"  # on a parent: the homework's questions answered across seeds (see `reporting.claims`)
 
+# On a child trained to a stopping rule (part1_3b): its last trained epoch, and 1 if the rule stopped it, 0 if the cap.
+METRIC_EPOCHS_TRAINED, METRIC_STOPPED_BY_RULE = "epochs_trained", "stopped_by_rule"
+
 HESSIAN_DENSITY_ARTIFACT = "hessian_density.csv"  # on a child: SLQ nodes and weights per probe (part1_3c_ii)
 LOSS_SURFACE_ARTIFACT = "loss_surface.csv"  # on a parent: the training loss on planes around solutions (part1_3c_i)
 PARAM_PAIR = "pair"  # part1_3c_i: the interpolated pair a child was trained for, and a column of interpolation.csv

@@ -2,12 +2,16 @@
 
 Memorisation experiments train until the training accuracy reaches a target
 (epochs being only a cap), and the number of epochs that took is the result.
+Size sweeps train each model until its training loss stops improving, so that a
+small model is compared at its own plateau rather than after the epochs a
+large one needed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import torch
 from torch import nn
 
 
@@ -27,3 +31,46 @@ class FirstEpochReaching:
     def __call__(self, epoch: int, model: nn.Module, metrics: Mapping[str, float]) -> None:
         if self.epoch is None and metrics[self.key] >= self.threshold:
             self.epoch = epoch
+
+
+class LossPlateau:
+    """A `stop_when` that stops a model once its training loss has levelled off (Keras's EarlyStopping on
+    the training loss, with the threshold a fraction of the loss at initialisation).
+
+    Model i stops after epoch e when its best `key` so far improved by less than
+    `fraction` x (its `key` at epoch 0) over the last `window` epochs. The
+    threshold is tied to the initial loss, not to the current one, because a
+    large net drives its training loss towards zero by a steady factor per
+    epoch: a relative rule would never stop it, while a gain of a thousandth of
+    the initial loss is too small to move its accuracy. Stateful: one instance
+    per training, called once per epoch from epoch 0 (as the driver does).
+    `stopped_epoch` holds each model's stopping epoch, -1 while it trains on.
+    """
+
+    def __init__(self, window: int, fraction: float, key: str = "train_loss"):
+        if window < 1 or fraction < 0:
+            raise ValueError(f"a plateau needs window >= 1 and fraction >= 0, not {window} and {fraction}")
+        self.window = window
+        self.fraction = fraction
+        self.key = key
+        self._best: list[torch.Tensor] = []  # best loss so far after each epoch, (M,) each
+        self._threshold: torch.Tensor | None = None
+        self.stopped_epoch: torch.Tensor | None = None
+
+    def __call__(self, metrics: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        loss = metrics[self.key].detach().double().cpu()
+        epoch = len(self._best)
+        if epoch == 0:
+            self._threshold = self.fraction * loss.abs()
+            self.stopped_epoch = torch.full(loss.shape, -1, dtype=torch.long)
+            self._best.append(loss.clone())
+            return torch.zeros(loss.shape, dtype=torch.bool)
+        self._best.append(torch.minimum(self._best[-1], loss))
+        if epoch < self.window:
+            return torch.zeros(loss.shape, dtype=torch.bool)
+        levelled = self._best[-1 - self.window] - self._best[-1] < self._threshold
+        self.stopped_epoch[levelled & (self.stopped_epoch < 0)] = epoch
+        return levelled
+
+    def describe(self) -> str:
+        return (f"{self.key} improved by < {self.fraction:g} x its initial value over {self.window} epochs")
