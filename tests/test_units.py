@@ -7,6 +7,11 @@ the same units on a real cluster.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import textwrap
+
 import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from test_reliability import TINY
@@ -16,6 +21,7 @@ from hw1track.study.discovery import discover, get_experiment
 from hw1track.study.invocation import Invocation, model_scope, opened_parent, train_unit
 from hw1track.study.units import Unit, independent_models, units
 from hw1track.tracking.code_version import ENV as CODE_VERSION_ENV
+from hw1track.tracking.orphans import earlier_attempts
 from hw1track.tracking.store import Store
 
 # Experiments whose models share nothing but the data: they hand them to `RunContext.train_classifiers`.
@@ -63,3 +69,29 @@ def test_a_unit_run_again_under_its_parent_reuses_what_the_first_attempt_finishe
     assert sorted(run.info.run_name for run in children) == ["dense10", "dense6"]
     assert {run.info.status for run in children} == {"FINISHED"}
     assert next(run.info.run_id for run in children if run.info.run_name == "dense6") == first["dense6"]
+
+
+@pytest.mark.slow
+def test_a_child_whose_worker_died_before_its_params_were_logged_is_found_by_the_retry(store_uri):
+    """A worker killed between creating its child run and logging the child's params: the retry must still find
+    that RUNNING child by its replicate and model, which the run was created with."""
+    experiment, config = _config("part1_3b")
+    store = Store(store_uri)
+    with opened_parent(experiment, _invocation("part1_3b", config, store_uri, reuse=True), store) as parent:
+        dies = textwrap.dedent(f"""
+            import os, signal
+            from hw1track.tracking import runs
+            from hw1track.tracking.store import Store
+            runs.TrackedRun.log_params = lambda run, params: os.kill(os.getpid(), signal.SIGKILL)  # the fault
+            parent = runs.ParentRun.attach(Store({store_uri!r}), {parent.run_id!r})
+            with parent.child("dense6#1", {{"model": "dense6", "replicate": 1}}):
+                pass
+        """)
+        died = subprocess.run([sys.executable, "-c", dies], capture_output=True, text=True, timeout=300)
+        assert died.returncode == -signal.SIGKILL, died.stderr
+        left = earlier_attempts(store, parent.run_id, 1, "dense6")
+        assert [run.info.run_name for run in left] == ["dense6#1"]
+        assert left[0].info.status == "RUNNING" and left[0].data.params == {}  # it died before its params
+        assert earlier_attempts(store, parent.run_id, 1, "dense10") == []  # another model's task is not its retry
+        assert earlier_attempts(store, parent.run_id, 0) == []  # nor is another replicate's
+        store.client.set_terminated(left[0].info.run_id, "KILLED")

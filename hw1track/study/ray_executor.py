@@ -188,7 +188,7 @@ class _Submitted:
     experiment: str
     parent: ExitStack  # holds the open parent run: closing it merges the replicate tables and ends the run
     tasks: dict[Any, Unit]  # the tasks still going
-    total: int = 0
+    total: int  # tasks submitted
     started: set[Unit] = field(default_factory=set)
     failures: dict[Unit, BaseException] = field(default_factory=dict)
     when_done: list[Callable[[], None]] = field(default_factory=list)

@@ -36,6 +36,9 @@ PARAM_MODEL = "model"  # the same in every replicate of a model: the child's run
 PARAM_REPLICATE = "replicate"  # 0, 1, ...: which replicate of its configuration a model is
 PARAM_SEED = "seed"  # the model's own seed: initialisation and data order
 PARAM_SEEDS = "seeds"  # on a parent: how many replicates of every configuration were asked for
+# `model` and `replicate` again as tags, set by the call that creates a child: a worker that dies before the
+# params are logged leaves a child that its retried task must still find (`orphans.earlier_attempts`).
+TAG_MODEL, TAG_REPLICATE = "hw1track.model", "hw1track.replicate"
 CLAIMS_ARTIFACT = "claims.json"  # on a parent: the homework's questions answered across seeds (see `reporting.claims`)
 
 HESSIAN_DENSITY_ARTIFACT = "hessian_density.csv"  # on a child: SLQ nodes and weights per probe (part1_3c_ii)

@@ -16,7 +16,7 @@ import time
 from mlflow.entities import Run, RunStatus
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from hw1track.tracking.names import (EXPERIMENT_PREFIX, PARAM_MODEL, PARAM_REPLICATE, TAG_EXPERIMENT, TAG_HOST, TAG_PID,
+from hw1track.tracking.names import (EXPERIMENT_PREFIX, TAG_EXPERIMENT, TAG_HOST, TAG_MODEL, TAG_PID, TAG_REPLICATE,
                                      TAG_ROLE)
 from hw1track.tracking.processes import writer_gone
 from hw1track.tracking.store import Store, mlflow_experiment_name
@@ -52,13 +52,15 @@ def earlier_attempts(store: Store, parent_run_id: str, replicate: int, model: st
     (`ray_executor`), a task that starts while such children exist is a retry,
     and the attempt that opened them is gone: Ray retries a task only once its
     worker has died. They are found by their parent, replicate and model, not
-    by their process, which another node's task cannot check.
+    by their process, which another node's task cannot check; and by tags that
+    the run was created with, not by its params, which a worker killed a moment
+    after creating it never logged.
     """
     parent = store.client.get_run(parent_run_id)
-    query = (f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and params.`{PARAM_REPLICATE}` = '{replicate}' "
+    query = (f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{TAG_REPLICATE}` = '{replicate}' "
              f"and attributes.status = 'RUNNING'")
     if model is not None:
-        query += f" and params.`{PARAM_MODEL}` = '{model}'"
+        query += f" and tags.`{TAG_MODEL}` = '{model}'"
     return store.client.search_runs([parent.info.experiment_id], query, max_results=50_000)
 
 

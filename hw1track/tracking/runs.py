@@ -38,8 +38,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from hw1track.tracking import metric_writer, server_retries, sqlite_metrics
 from hw1track.tracking.ending import ended_with_status
 from hw1track.tracking.identity import config_hash, group_hash
-from hw1track.tracking.names import (TAG_CODE_VERSION, TAG_CONFIG_HASH, TAG_EXPERIMENT, TAG_GROUP, TAG_PRESET,
-                                     TAG_REUSED_PREFIX, TAG_ROLE, WEIGHTS_ARTIFACT)
+from hw1track.tracking.names import (PARAM_MODEL, PARAM_REPLICATE, TAG_CODE_VERSION, TAG_CONFIG_HASH, TAG_EXPERIMENT,
+                                     TAG_GROUP, TAG_MODEL, TAG_PRESET, TAG_REPLICATE, TAG_REUSED_PREFIX, TAG_ROLE,
+                                     WEIGHTS_ARTIFACT)
 from hw1track.tracking.processes import current_process_tags
 from hw1track.tracking.store import Store
 
@@ -233,6 +234,7 @@ class ParentRun(TrackedRun):
                 TAG_ROLE: "child",
                 TAG_CONFIG_HASH: key,
                 TAG_GROUP: group_hash(self.experiment, params, self.scope, per_replicate),
+                **_position_tags(params),
                 **current_process_tags(),
             }
             if "code_version" in self.scope:
@@ -273,6 +275,13 @@ class ParentRun(TrackedRun):
         """Make a finished child of another invocation one of this parent's models (see `identity.reused_child_ids`)."""
         if run.data.tags.get(MLFLOW_PARENT_RUN_ID) != self.run_id:
             self.set_tags({f"{TAG_REUSED_PREFIX}{key}": run.info.run_id})
+
+
+def _position_tags(params: Mapping[str, Any]) -> dict[str, str]:
+    """The child's model and replicate as tags, so that they exist from the moment the run does
+    (`orphans.earlier_attempts`)."""
+    return {tag: str(params[param]) for tag, param in ((TAG_MODEL, PARAM_MODEL), (TAG_REPLICATE, PARAM_REPLICATE))
+            if param in params}
 
 
 @contextmanager
