@@ -26,7 +26,7 @@ from hw1track.study.discovery import Experiment, discover, get_experiment
 from hw1track.study.invocation import resolve_device, run_experiment
 from hw1track.study.replicates import MAX_SEEDS
 from hw1track.tracking import server_retries
-from hw1track.tracking.ending import Terminated, raise_on_sigterm
+from hw1track.tracking.ending import Terminated, raise_on_signals
 from hw1track.tracking.names import CLAIMS_ARTIFACT, TAG_PRESET
 from hw1track.tracking.runs import TrackedRun
 from hw1track.tracking.store import Store, check_tracking_uri, default_tracking_uri, local_database
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors, exit 2 for bad input, 130/143 when interrupted."""
     for noisy in ("mlflow", "alembic"):  # database set-up chatter hides the progress lines
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    raise_on_sigterm()
+    raise_on_signals()
     flush_denormals()  # before any torch operation starts the thread pool
     try:
         cli.main(args=argv, prog_name="hw1track", standalone_mode=False)

@@ -44,6 +44,37 @@ def test_an_exception_ends_parent_and_child_with_its_status(store_uri, reader, e
     assert reader.client.get_metric_history(child.run_id, "train_loss")[0].value == 1.0
 
 
+_LOST_INTERRUPT = """
+import signal, sys, weakref
+from hw1track.tracking.ending import raise_on_signals
+from hw1track.tracking.runs import parent_run
+from hw1track.tracking.store import Store
+
+raise_on_signals()
+with parent_run(Store(sys.argv[1]), "unit", "quick", "p", {}) as parent:
+    with parent.child("c", {"seed": 0}) as child:
+        class Collected: pass
+        member = Collected()
+        # Ctrl-C arriving while the collector runs a weakref callback: the
+        # KeyboardInterrupt is raised there, and never reaches this frame
+        ref = weakref.ref(member, lambda _: signal.raise_signal(signal.SIGINT))
+        del member
+        print("training went on")
+        child.log_metrics({"train_loss": 1.0}, step=0)
+        print("logged after Ctrl-C")
+"""
+
+
+def test_a_ctrl_c_lost_in_a_gc_callback_still_ends_the_runs_killed(tmp_path):
+    store_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run([sys.executable, "-c", _LOST_INTERRUPT, store_uri], cwd=tmp_path,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert "training went on" in done.stdout, done.stderr
+    assert "logged after Ctrl-C" not in done.stdout and "KeyboardInterrupt" in done.stderr
+    assert "Exception ignored" not in done.stderr, done.stderr  # the lost exception is not printed
+    assert _statuses(StoreReader(store_uri), "unit") == {"parent:p": "KILLED", "child:c": "KILLED"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signalled_run_is_marked_killed_not_left_running(tmp_path, signum, exit_code):

@@ -12,6 +12,7 @@ and one it does not costs seconds, not another outage.
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -28,11 +29,42 @@ class Terminated(BaseException):
     """SIGTERM turned into an exception so that runs end as KILLED, like Ctrl-C."""
 
 
-def raise_on_sigterm() -> None:
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated("terminated by SIGTERM")
+_signals_received: list[int] = []
 
-    signal.signal(signal.SIGTERM, handler)
+
+def _exception_for(signum: int) -> BaseException:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated("terminated by SIGTERM")
+
+
+def raise_on_signals() -> None:
+    """Turn SIGINT and SIGTERM into exceptions that reach the training loop even when the first is lost.
+
+    Python raises a signal's exception in whatever code runs when the signal
+    arrives. When that is a garbage-collection callback (SQLAlchemy registers
+    weakref callbacks), the interpreter prints "Exception ignored" with a
+    traceback and training goes on as if nothing was sent. So the signal is also
+    remembered, every run raises it again the next time it logs
+    (`raise_if_signalled`), and the lost exception is not printed.
+    """
+    def handler(signum: int, frame: Any) -> None:
+        _signals_received.append(signum)
+        raise _exception_for(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    print_unraisable = sys.unraisablehook
+
+    def unraisable(lost: Any) -> None:
+        if not isinstance(lost.exc_value, (KeyboardInterrupt, Terminated)):
+            print_unraisable(lost)
+
+    sys.unraisablehook = unraisable
+
+
+def raise_if_signalled() -> None:
+    """Raise again a signal whose exception was lost; a no-op when none arrived."""
+    if _signals_received:
+        raise _exception_for(_signals_received[-1])
 
 
 def _status_for(exc: BaseException) -> str:

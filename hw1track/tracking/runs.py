@@ -36,7 +36,7 @@ from mlflow.entities import Param, Run, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hw1track.tracking import metric_writer, server_retries, sqlite_metrics
-from hw1track.tracking.ending import ended_with_status
+from hw1track.tracking.ending import ended_with_status, raise_if_signalled
 from hw1track.tracking.identity import config_hash, group_hash
 from hw1track.tracking.names import (PARAM_MODEL, PARAM_REPLICATE, TAG_CODE_VERSION, TAG_CONFIG_HASH, TAG_EXPERIMENT,
                                      TAG_GROUP, TAG_MODEL, TAG_PRESET, TAG_REPLICATE, TAG_REUSED_PREFIX, TAG_ROLE,
@@ -71,11 +71,13 @@ class TrackedRun:
         self._local = sqlite_metrics.bulk_writer(client.tracking_uri)  # None unless a local SQLite store
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        raise_if_signalled()
         timestamp = _now_ms()
         self._pending.extend((key, float(value), timestamp, step) for key, value in metrics.items())
         self._maybe_flush()
 
     def log_series(self, series: Mapping[str, list[float]], first_step: int) -> None:
+        raise_if_signalled()
         timestamp = _now_ms()
         for key, values in series.items():
             self._pending.extend((key, float(v), timestamp, first_step + i) for i, v in enumerate(values))
