@@ -48,4 +48,6 @@ HESSIAN_DENSITY_ARTIFACT = "hessian_density.csv"  # on a child: SLQ nodes and we
 LOSS_SURFACE_ARTIFACT = "loss_surface.csv"  # on a parent: the training loss on planes around solutions (part1_3c_i)
 PARAM_PAIR = "pair"  # part1_3c_i: the interpolated pair a child was trained for, and a column of interpolation.csv
 SHARED_INIT, INDEPENDENT_INIT = "shared_init", "independent_init"  # the values of `pair`
+SPECTRUM_BY_TOLERANCE_ARTIFACT = "spectrum_by_tolerance.csv"  # on a child: minimal ratio etc. per τ (part1_2c)
+HESSIAN_EIGENVALUES_ARTIFACT = "hessian_eigenvalues.pt"  # on a child: the full Hessian's eigenvalues (part1_2c)
 WEIGHTS_ARTIFACT = "weights/final.pt"  # a model's final state_dict, loadable with torch.load(weights_only=True)
