@@ -44,6 +44,14 @@ def test_models_stop_independently_and_one_bad_epoch_does_not_stop_a_model_still
     assert rule.stopped_epoch.tolist() == [3, 7]
 
 
+def test_a_model_that_levelled_off_on_a_bad_epoch_stops_only_once_it_is_back_on_its_level():
+    window, fraction = 2, 0.1  # threshold 0.1 for a loss starting at 1
+    # no progress over epochs 2 to 4, but epoch 4 is a bad one (0.9 against a best of 0.3); epoch 5 is back
+    losses = [[1.0], [0.5], [0.3], [0.32], [0.9], [0.31], [0.3]]
+    rule = LossPlateau(window, fraction)
+    assert _first_stop(rule, losses) == [5]
+
+
 def test_nothing_stops_within_the_first_window():
     rule = LossPlateau(5, 0.5)
     assert _first_stop(rule, [[1.0]] * 5) == [None]

@@ -138,9 +138,8 @@ class RunContext:
                 final = fit(model, train, task=task, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                             eval_splits=eval_splits, sink=child, desc=name, **fit_options)
                 _log_trained(child, model, log_artifacts)
-        budget = f"up to {epochs}" if fit_options.get("stop_when") else str(epochs)
-        self._report_child(name, child, final,
-                           f"P={standard['n_params']}, {budget} epochs in {time.perf_counter() - started:.1f}s")
+        self._report_child(name, child, final, f"P={standard['n_params']}, {_budget(epochs, fit_options)} in "
+                                               f"{time.perf_counter() - started:.1f}s")
         return final
 
     def train_together(self, members: Mapping[str, Member], *, train: Split, eval_splits: Mapping[str, Split],
@@ -201,6 +200,13 @@ class RunContext:
             self.report(f"{name}: reused finished run {child.run_id} (same config, preset and code version), {shown}")
         else:
             self.report(f"{name}: {how}, {shown}")
+
+
+def _budget(epochs: int, fit_options: Mapping[str, Any]) -> str:
+    rule = fit_options.get("stop_when")
+    if isinstance(rule, LossPlateau) and rule.stopped_epoch is not None and rule.stopped_epoch[0] >= 0:
+        return f"{int(rule.stopped_epoch[0])} of up to {epochs} epochs (levelled off)"
+    return f"up to {epochs} epochs" if rule is not None else f"{epochs} epochs"
 
 
 def _log_stop(child: TrackedRun, rule: LossPlateau, cap: int) -> None:
