@@ -67,8 +67,8 @@ def figures(reader: StoreReader, parent: Run) -> dict:
 def _budget(params) -> str:
     """The training length the params describe: a stopping rule with its cap, or a fixed number of epochs."""
     if int(params.get("plateau_window", 0)) > 0:
-        return (f"until train loss gains < {float(params['plateau_fraction']):g} x initial over "
-                f"{params['plateau_window']} epochs (cap {params['epochs']})")
+        return (f"until train loss levels off: gains < {float(params['plateau_fraction']):g} x initial over "
+                f"{params['plateau_window']} epochs and is that close to its best (cap {params['epochs']})")
     return f"{params['epochs']} epochs"
 
 

@@ -54,9 +54,9 @@ PRESETS = {
 
 
 def run(cfg: Config, ctx: RunContext) -> None:
-    rule = {"plateau_window": cfg.plateau_window, "plateau_fraction": cfg.plateau_fraction}
+    stopping = {"plateau_window": cfg.plateau_window, "plateau_fraction": cfg.plateau_fraction}
     ctx.train_classifiers({f"dense{width}": (lambda width=width: cnn(cfg.channels, (width,)),
-                                             {"width": width, "channels": describe(cfg.channels), **rule})
+                                             {"width": width, "channels": describe(cfg.channels), **stopping})
                            for width in cfg.widths}, cfg,
                           stop_rule=(lambda: LossPlateau(cfg.plateau_window, cfg.plateau_fraction))
                           if cfg.plateau_window > 0 else None)

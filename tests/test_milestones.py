@@ -9,6 +9,7 @@ from hw1track.training.data import load_mnist, subset
 from hw1track.training.fit import fit
 from hw1track.training.milestones import LossPlateau
 from hw1track.training.models import cnn, seeded_model
+from hw1track.training.sinks import NullSink
 from hw1track.training.tasks import CLASSIFICATION
 
 
@@ -69,20 +70,10 @@ def test_fit_stops_a_real_cnn_at_the_epoch_the_rule_names_and_logs_nothing_after
     train = subset(mnist.train_x, mnist.train_y, 300, 0)
     model = seeded_model(lambda: cnn((4,), (16,)), 0, "cpu")
     rule = LossPlateau(window=1, fraction=0.05)  # a coarse rule, so that a small CNN levels off within the cap
-
-    class Epochs:
-        def __init__(self):
-            self.seen: list[int] = []
-
-        def log_metrics(self, metrics, step):
-            self.seen.append(step)
-
-        def log_series(self, series, first_step):
-            pass
-
-    sink = Epochs()
+    seen: list[int] = []
     fit(model, train, task=CLASSIFICATION, epochs=60, batch_size=50, lr=3e-3, seed=0,
-        eval_splits={"train": train}, sink=sink, stop_when=rule)
-    stopped = int(rule.stopped_epoch[0])
-    assert 1 <= stopped < 60
-    assert sink.seen == list(range(stopped + 1))
+        eval_splits={"train": train}, sink=NullSink(), stop_when=rule,
+        on_epoch=lambda epoch, _model, _metrics: seen.append(epoch))
+    stopped = rule.stop_epoch()
+    assert stopped is not None and 1 <= stopped < 60
+    assert seen == list(range(stopped + 1))

@@ -204,15 +204,16 @@ class RunContext:
 
 def _budget(epochs: int, fit_options: Mapping[str, Any]) -> str:
     rule = fit_options.get("stop_when")
-    if isinstance(rule, LossPlateau) and rule.stopped_epoch is not None and rule.stopped_epoch[0] >= 0:
-        return f"{int(rule.stopped_epoch[0])} of up to {epochs} epochs (levelled off)"
+    stopped = rule.stop_epoch() if isinstance(rule, LossPlateau) else None
+    if stopped is not None:
+        return f"{stopped} of up to {epochs} epochs (levelled off)"
     return f"up to {epochs} epochs" if rule is not None else f"{epochs} epochs"
 
 
 def _log_stop(child: TrackedRun, rule: LossPlateau, cap: int) -> None:
-    stopped = int(rule.stopped_epoch[0]) if rule.stopped_epoch is not None else -1
-    epoch = stopped if stopped >= 0 else cap
-    child.log_metrics({METRIC_EPOCHS_TRAINED: epoch, METRIC_STOPPED_BY_RULE: float(stopped >= 0)}, step=epoch)
+    stopped = rule.stop_epoch()
+    epoch = cap if stopped is None else stopped
+    child.log_metrics({METRIC_EPOCHS_TRAINED: epoch, METRIC_STOPPED_BY_RULE: float(stopped is not None)}, step=epoch)
 
 
 def _standard_params(name: str, model: nn.Module, seed: int, train: Split, eval_splits: Mapping[str, Split],

@@ -9,6 +9,7 @@ large one needed.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping
 
 import torch
@@ -57,22 +58,29 @@ class LossPlateau:
         self.window = window
         self.fraction = fraction
         self.key = key
-        self._best: list[torch.Tensor] = []  # best loss so far after each epoch, (M,) each
+        self._epoch = -1
+        self._best: deque[torch.Tensor] = deque(maxlen=window + 1)  # best loss so far, (M,), the last window + 1
         self._threshold: torch.Tensor | None = None
         self.stopped_epoch: torch.Tensor | None = None
 
     def __call__(self, metrics: Mapping[str, torch.Tensor]) -> torch.Tensor:
         loss = metrics[self.key].detach().double().cpu()
-        epoch = len(self._best)
-        if epoch == 0:
+        self._epoch += 1
+        if self._epoch == 0:
             self._threshold = self.fraction * loss.abs()
             self.stopped_epoch = torch.full(loss.shape, -1, dtype=torch.long)
             self._best.append(loss.clone())
             return torch.zeros(loss.shape, dtype=torch.bool)
         best = torch.minimum(self._best[-1], loss)
         self._best.append(best)
-        if epoch < self.window:
+        if self._epoch < self.window:
             return torch.zeros(loss.shape, dtype=torch.bool)
-        levelled = (self._best[-1 - self.window] - best < self._threshold) & (loss - best < self._threshold)
-        self.stopped_epoch[levelled & (self.stopped_epoch < 0)] = epoch
+        levelled = (self._best[0] - best < self._threshold) & (loss - best < self._threshold)
+        self.stopped_epoch[levelled & (self.stopped_epoch < 0)] = self._epoch
         return levelled
+
+    def stop_epoch(self, index: int = 0) -> int | None:
+        """The epoch at which model `index` was stopped by this rule; None if it never was (the cap stopped it)."""
+        if self.stopped_epoch is None or self.stopped_epoch[index] < 0:
+            return None
+        return int(self.stopped_epoch[index])
