@@ -208,3 +208,29 @@ def test_conv_models_train_channels_last_and_their_weights_load_into_a_plain_mod
     assert plain[3].weight.is_contiguous()
     with torch.no_grad():
         torch.testing.assert_close(plain(train[0][:256]), model(train[0][:256]), rtol=1e-5, atol=1e-5)
+
+
+def test_pooling_before_the_relu_trains_the_textbook_cnn_bit_for_bit():
+    """cnn() pools before its ReLU for speed; trained side by side, the textbook order must match it exactly."""
+    mnist = load_mnist()
+    train, test = (mnist.train_x[:1024], mnist.train_y[:1024]), (mnist.test_x[:512], mnist.test_y[:512])
+    assert [type(layer) for layer in cnn((4, 8), (16,))[:3]] == [torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.ReLU]
+
+    def textbook(channels, dense):
+        layers = list(cnn(channels, dense))
+        for i, layer in enumerate(layers[:-1]):
+            if isinstance(layer, torch.nn.MaxPool2d):
+                layers[i], layers[i + 1] = layers[i + 1], layer
+        return torch.nn.Sequential(*layers)
+
+    finals, weights = [], []
+    for factory in (cnn, textbook):
+        torch.manual_seed(0)
+        model = factory((4, 8), (16,))
+        finals.append(fit(model, train, task=CLASSIFICATION, epochs=2, batch_size=64, lr=1e-3, seed=0,
+                          eval_splits={"train": train, "test": test}, sink=NullSink()))
+        weights.append(model.state_dict())
+    assert isinstance(textbook((4,), (8,))[1], torch.nn.ReLU)
+    assert finals[0] == finals[1] and finals[0]["train_loss"] < math.log(10)
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key
