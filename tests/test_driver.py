@@ -1,5 +1,6 @@
 """The epoch driver: what a model with dropout logs is its eval-mode number, and training itself runs in train mode."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,6 +11,7 @@ from hw1track.training.data import load_mnist, subset
 from hw1track.training.evaluation import mode_free
 from hw1track.training.fit import fit
 from hw1track.training.models import cnn, mlp, seeded_model
+from hw1track.training.sinks import NullSink
 from hw1track.training.tasks import CLASSIFICATION
 
 
@@ -60,3 +62,28 @@ def test_only_layers_that_ignore_the_mode_are_mode_free():
         pass
 
     assert not mode_free(nn.Sequential(Custom(3, 3)).modules())
+
+
+def test_evaluating_at_chosen_epochs_logs_only_those_and_trains_the_same_models(store_uri, reader):
+    mnist = load_mnist()
+    train = subset(mnist.train_x, mnist.train_y, 600, seed=0)
+    test = subset(mnist.test_x, mnist.test_y, 200, seed=0)
+    finals, weights = {}, {}
+    with parent_run(Store(store_uri), "driver_test", "quick", "schedule", {}) as parent:
+        for name, evaluate_at in (("every_epoch", None), ("some_epochs", [2, 5])):
+            model = seeded_model(lambda: mlp((784, 32, 10)), 0)
+            with parent.child(name, {"schedule": str(evaluate_at)}) as child:
+                finals[name] = fit(model, train, task=CLASSIFICATION, epochs=7, batch_size=100, lr=1e-2, seed=0,
+                                   eval_splits={"train": train, "test": test}, sink=child, evaluate_at=evaluate_at)
+            weights[name] = model.state_dict()
+    assert finals["every_epoch"] == finals["some_epochs"]  # evaluating draws nothing: training is the same
+    assert all(torch.equal(value, weights["some_epochs"][key]) for key, value in weights["every_epoch"].items())
+    runs = {run.data.params["schedule"]: run for run in reader.children(reader.latest_parent("driver_test"))}
+    steps = {schedule: [m.step for m in reader.client.get_metric_history(run.info.run_id, "train_loss")]
+             for schedule, run in runs.items()}
+    assert steps == {"None": list(range(8)), "[2, 5]": [0, 2, 5, 7]}  # epoch 0 and the last always
+
+    with pytest.raises(ValueError, match="stopping rule"):
+        fit(seeded_model(lambda: mlp((784, 32, 10)), 0), train, task=CLASSIFICATION, epochs=2, batch_size=100,
+            lr=1e-2, seed=0, eval_splits={"train": train}, sink=NullSink(), evaluate_at=[1],
+            stop_when=lambda metrics: metrics["train_loss"] < 0)

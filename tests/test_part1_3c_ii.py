@@ -52,6 +52,11 @@ def test_quick_run_logs_updates_sensitivity_and_sharpness_and_analysis_draws_the
         epochs = [int(c.data.params["epochs"]) for c in runs]
         updates = [c.data.metrics["n_updates"] for c in runs]
         assert epochs == [1, 32, 53, 80, 80] and updates == [160, 160, 159, 160, 160]
+        for child in runs:  # evaluated at the first epoch past each tenth of the 160 updates, not after every epoch
+            steps = [m.step for m in reader.client.get_metric_history(child.info.run_id, "train_loss")]
+            assert ",".join(map(str, steps)) == child.data.params["evaluated_epochs"]
+            assert steps[0] == 0 and steps[-1] == int(child.data.params["epochs"]) and len(steps) <= 11
+        assert child.data.params["evaluated_epochs"] == "0,8,16,24,32,40,48,56,64,72,80"
         assert {c.data.params["seed"] for c in runs} == {per_seed[replicate(runs[0])][0].data.params["seed"]}
     for runs in per_seed:
         assert [int(c.data.params["batch_size"]) for c in runs] == [10, 385, 760, 1135, 1510]

@@ -6,8 +6,9 @@ change to the study would otherwise have to repeat lives here once:
 
 - seeded shuffles: model i's minibatch order comes from its own seed alone, the
   same permutations whichever path trains it;
-- full-set evaluation at epoch 0 (the initial weights) and after every epoch,
-  logged with step = epoch and handed to each model's hook;
+- full-set evaluation at epoch 0 (the initial weights) and after every epoch
+  (or the epochs of `evaluate_at`, the last always among them), logged with
+  step = epoch and handed to each model's hook;
 - per-iteration records (`log_iterations`), logged with step = global iteration;
 - a cosine learning-rate schedule (`anneal_lr`), logged as `lr`;
 - `stop_when`: a model stops after the first epoch whose metrics satisfy it
@@ -22,7 +23,7 @@ Python floats only where a sink or hook needs them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
 import torch
@@ -83,17 +84,25 @@ def _as_floats(metrics: Metrics) -> dict[str, list[float]]:
 def drive(learner: Learner, *, epochs: int, shuffles: Shuffles | None = None, device: torch.device | str = "cpu",
           sinks: Sequence[MetricSink] | None = None, hooks: Sequence[EpochHook | None] | None = None,
           observe: Observer | None = None, stop_when: StopRule | None = None, log_iterations: bool = False,
-          anneal_lr: bool = False, desc: str = "") -> list[dict[str, float]]:
+          anneal_lr: bool = False, evaluate_at: Collection[int] | None = None,
+          desc: str = "") -> list[dict[str, float]]:
     """Train `learner` for up to `epochs` epochs; returns each model's final full-set metrics.
 
     `sinks[i]` and `hooks[i]` belong to model i. `anneal_lr` lowers the rate from
     its initial value towards 0 along a cosine over `epochs`, stepped once per
     epoch: at a constant rate the last few per cent of a memorisation keep
     being undone by the optimiser's own noise, while the early phase is barely slowed.
+    `evaluate_at` names the epochs after which the models are evaluated (and
+    logged, and their hooks called), besides epoch 0 and the last: a model
+    trained for 150 quick epochs need not pay a full-set pass after each. A
+    stopping rule reads every epoch, so it cannot be combined with it.
     """
     m = len(learner)
     if sinks is not None and len(sinks) != m or hooks is not None and len(hooks) != m:
         raise ValueError(f"drive needs one sink and one hook per model ({m})")
+    if evaluate_at is not None and stop_when is not None:
+        raise ValueError("a stopping rule reads every epoch's metrics: it cannot be combined with evaluate_at")
+    evaluated = set(range(epochs + 1)) if evaluate_at is None else {0, epochs, *evaluate_at}
     active = torch.ones(m, dtype=torch.bool)
     last: dict[str, torch.Tensor] = {}  # the newest epoch's metrics
     at_stop: dict[str, torch.Tensor] = {}  # a stopped model's metrics at the epoch it stopped
@@ -148,7 +157,8 @@ def drive(learner: Learner, *, epochs: int, shuffles: Shuffles | None = None, de
             series = {key: values.t().tolist() for key, values in records.items()}
             for i in running:
                 sinks[i].log_series({key: rows[i] for key, rows in series.items()}, first_step=first_step)
-        going = after_epoch(epoch)
+        if epoch in evaluated:
+            going = after_epoch(epoch)
     bar.close()
     finals = {key: torch.where(active.to(values.device), values, at_stop[key]) if key in at_stop else values
               for key, values in last.items()}

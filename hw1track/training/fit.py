@@ -6,7 +6,7 @@ them, so an epoch costs the model's arithmetic and little else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import torch
 from torch import nn
@@ -78,7 +78,7 @@ class SingleModel:
 def fit(model: nn.Module, train: Split, *, task: Task, epochs: int, batch_size: int, lr: float, seed: int,
         eval_splits: Mapping[str, Split], sink: MetricSink, log_iterations: bool = False,
         on_epoch: EpochHook | None = None, stop_when: StopRule | None = None, anneal_lr: bool = False,
-        desc: str = "") -> dict[str, float]:
+        evaluate_at: Collection[int] | None = None, desc: str = "") -> dict[str, float]:
     """Train `model` in place and return its final full-set metrics.
 
     Epoch metrics are logged with step = epoch, epoch 0 being the initial weights;
@@ -91,5 +91,5 @@ def fit(model: nn.Module, train: Split, *, task: Task, epochs: int, batch_size: 
     shuffles = Shuffles([seed], len(train[0]), batch_size)
     (final,) = drive(learner, epochs=epochs, shuffles=shuffles, device=train[0].device, sinks=[sink],
                      hooks=[on_epoch], stop_when=stop_when, log_iterations=log_iterations, anneal_lr=anneal_lr,
-                     desc=desc)
+                     evaluate_at=evaluate_at, desc=desc)
     return final

@@ -18,7 +18,7 @@ logs what `fit` logs for each net (tested against separate `fit` calls).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -149,7 +149,7 @@ def fit_full_batch_together(models: Sequence[nn.Module], train: Split, *, task: 
                             lr: float, seeds: Sequence[int], eval_splits: Mapping[str, Split],
                             sinks: Sequence[MetricSink], on_epoch: Sequence[EpochHook | None] | None = None,
                             stop_when: StopRule | None = None, log_iterations: bool = False, anneal_lr: bool = False,
-                            desc: str = "") -> list[dict[str, float]]:
+                            evaluate_at: Collection[int] | None = None, desc: str = "") -> list[dict[str, float]]:
     """Train `models` in place, as `mlp_stack.fit_together` would, when `trains_full_batch` says this path can.
 
     `seeds` only have to be given: a full-batch update draws nothing at random.
@@ -160,7 +160,7 @@ def fit_full_batch_together(models: Sequence[nn.Module], train: Split, *, task: 
         raise ValueError("fit_full_batch_together trains same-shape models.mlp nets on the MSE, full batch only")
     learner = FullBatchMlps(models, train, eval_splits, lr)
     finals = drive(learner, epochs=epochs, device=train[0].device, sinks=sinks, hooks=on_epoch, stop_when=stop_when,
-                   log_iterations=log_iterations, anneal_lr=anneal_lr, desc=desc)
+                   log_iterations=log_iterations, anneal_lr=anneal_lr, evaluate_at=evaluate_at, desc=desc)
     for index in range(len(models)):
         learner.model(index)
     return finals

@@ -17,7 +17,7 @@ calls up to float rounding (tested).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -158,7 +158,8 @@ class StackedMlps:
 def fit_together(models: Sequence[nn.Module], train: Split, *, task: Task, epochs: int, batch_size: int, lr: float,
                  seeds: Sequence[int], eval_splits: Mapping[str, Split], sinks: Sequence[MetricSink],
                  on_epoch: Sequence[EpochHook | None] | None = None, stop_when: StopRule | None = None,
-                 log_iterations: bool = False, anneal_lr: bool = False, desc: str = "") -> list[dict[str, float]]:
+                 log_iterations: bool = False, anneal_lr: bool = False, evaluate_at: Collection[int] | None = None,
+                 desc: str = "") -> list[dict[str, float]]:
     """Train `models` (nets built by `models.mlp`, one shape) in place; returns each one's final metrics.
 
     The arguments mean what they mean for `fit`, one per model where they are sequences.
@@ -168,4 +169,4 @@ def fit_together(models: Sequence[nn.Module], train: Split, *, task: Task, epoch
     learner = StackedMlps(models, train, task, eval_splits, lr, batch_size)
     return drive(learner, epochs=epochs, shuffles=Shuffles(seeds, len(train[0]), batch_size), device=train[0].device,
                  sinks=sinks, hooks=on_epoch, stop_when=stop_when, log_iterations=log_iterations,
-                 anneal_lr=anneal_lr, desc=desc)
+                 anneal_lr=anneal_lr, evaluate_at=evaluate_at, desc=desc)
