@@ -92,6 +92,10 @@ class RunContext:
     def report(self, message: str) -> None:
         report(self.parent.experiment, message)
 
+    def _data_params(self) -> dict[str, str]:
+        """`dataset` on every child of an image experiment, so that the UI can compare the sets in one table."""
+        return {} if self.mnist_data is None else {"dataset": self.mnist_data.dataset}
+
     def train_classifiers(self, models: Mapping[str, tuple[Callable[[], nn.Module], Mapping[str, Any]]],
                           cfg: Any, stop_rule: Callable[[], LossPlateau] | None = None) -> None:
         """Train named MNIST classifiers one after another, once per replicate, with the config's data and recipe.
@@ -129,7 +133,8 @@ class RunContext:
         trained or logged: `model` gets that run's final weights, so code that
         uses the trained model afterwards (interpolation, say) carries on.
         """
-        standard = _standard_params(name, model, seed, train, eval_splits, epochs, batch_size, lr)
+        standard = {**_standard_params(name, model, seed, train, eval_splits, epochs, batch_size, lr),
+                    **self._data_params()}
         started = time.perf_counter()
         with self.parent.child(name, {**standard, **params}) as child:
             if isinstance(child, ReusedRun):
@@ -162,7 +167,8 @@ class RunContext:
         started = time.perf_counter()
         with ExitStack() as children:
             for name, member in members.items():
-                standard = _standard_params(name, member.model, member.seed, train, eval_splits, epochs, batch_size, lr)
+                standard = {**_standard_params(name, member.model, member.seed, train, eval_splits, epochs, batch_size,
+                                               lr), **self._data_params()}
                 child = children.enter_context(self.parent.child(name, {**standard, **member.params}, per_replicate))
                 if isinstance(child, ReusedRun):
                     finals[name] = _restore_weights(member.model, child, eval_splits)

@@ -75,6 +75,11 @@ FASHION_MNIST = ImageSet("fashion-mnist", "Fashion-MNIST", "FashionMNIST", {
 }, mean=0.2860, std=0.3530, source_env="HW1TRACK_FASHION_MNIST_DIR")
 IMAGE_SETS = {image_set.name: image_set for image_set in (MNIST, FASHION_MNIST)}
 
+
+def image_set_of(config: object) -> ImageSet:
+    """The image set an experiment's config trains on: its `dataset` field, MNIST for configs without one."""
+    return IMAGE_SETS[getattr(config, "dataset", MNIST.name)]
+
 # MNIST's names from before Fashion-MNIST came, which notebooks and tests use.
 MNIST_MD5, SOURCE_ENV, HOW_TO_PROVIDE = MNIST.md5, MNIST.source_env, MNIST.how_to_provide
 MNIST_MEAN, MNIST_STD = MNIST.mean, MNIST.std
@@ -92,10 +97,11 @@ class Mnist:
     test_x: torch.Tensor
     test_y: torch.Tensor
     checksum: str
+    dataset: str = "mnist"  # the `ImageSet.name` these images are of
 
     def to(self, device: str | torch.device) -> Mnist:
         return Mnist(self.train_x.to(device), self.train_y.to(device), self.test_x.to(device),
-                     self.test_y.to(device), self.checksum)
+                     self.test_y.to(device), self.checksum, self.dataset)
 
 
 def default_root() -> Path:
@@ -323,7 +329,7 @@ def _load_cached(image_set: ImageSet, root: str) -> Mnist:
     train = dataset(root, train=True, download=False)
     test = dataset(root, train=False, download=False)
     return Mnist(_normalise(image_set, train.data), train.targets.long(), _normalise(image_set, test.data),
-                 test.targets.long(), image_set.checksum())
+                 test.targets.long(), image_set.checksum(), image_set.name)
 
 
 def load_images(image_set: ImageSet, root: Path | None = None, source: Path | str | None = None) -> Mnist:

@@ -1,0 +1,44 @@
+"""A second image set: a Fashion-MNIST model is told apart from an MNIST one in the store, the UI and the figures."""
+
+from conftest import hw1track, run_quick
+
+from analysis import part1_3b as analysis
+from hw1track.tracking.names import TAG_CONFIG_HASH, TAG_DATA_MD5, TAG_DATASET, TAG_MNIST_MD5
+from hw1track.training.data import FASHION_MNIST, MNIST
+
+SMALL = ("widths=6,28", "train_size=500", "test_size=300", "epochs=1")
+
+
+def test_a_quick_experiment_on_fashion_mnist_is_its_own_result_everywhere(store_uri, reader, fashion_source,
+                                                                           monkeypatch):
+    monkeypatch.setenv(FASHION_MNIST.source_env, str(fashion_source))
+    ids = {name: run_quick("part1_3b", store_uri, *SMALL, f"dataset={name}", seeds=1)
+           for name in (MNIST.name, FASHION_MNIST.name)}
+    parents = {name: reader.client.get_run(run_id) for name, run_id in ids.items()}
+    for image_set in (MNIST, FASHION_MNIST):
+        parent = parents[image_set.name]
+        assert parent.data.tags[TAG_DATASET] == parent.data.params["dataset"] == image_set.name
+        assert parent.data.tags[TAG_DATA_MD5] == image_set.checksum()
+        assert all(child.data.params["dataset"] == image_set.name for child in reader.children(parent))
+    assert TAG_MNIST_MD5 in parents["mnist"].data.tags and TAG_MNIST_MD5 not in parents["fashion-mnist"].data.tags
+    assert MNIST.checksum() != FASHION_MNIST.checksum()
+
+    # the same widths, seeds and recipe on the other set are other models: never reused for each other
+    children = {name: reader.children(parent) for name, parent in parents.items()}
+    hashes = {name: {child.data.tags[TAG_CONFIG_HASH] for child in runs} for name, runs in children.items()}
+    assert len(hashes["mnist"]) == len(hashes["fashion-mnist"]) == 2 and not hashes["mnist"] & hashes["fashion-mnist"]
+    accuracies = {name: sorted(child.data.metrics["test_acc"] for child in runs) for name, runs in children.items()}
+    assert accuracies["mnist"] != accuracies["fashion-mnist"]
+
+    titles = {name: [ax.get_title() for fig in analysis.figures(reader, parent).values() for ax in fig.axes]
+              for name, parent in parents.items()}
+    assert any(title.startswith("Fashion-MNIST ") for title in titles["fashion-mnist"])
+    assert not any("Fashion-MNIST" in title for title in titles["mnist"])
+    assert any(title.startswith("MNIST ") for title in titles["mnist"])
+
+
+def test_dataset_on_an_experiment_without_images_is_refused_in_one_line(tmp_path):
+    done = hw1track("run", "part1_1a", "--dataset", "fashion-mnist", "--tracking-uri",
+                    f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
+    assert done.returncode == 2 and "does not train on images" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "mlflow.db").exists()
