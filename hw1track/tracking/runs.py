@@ -35,7 +35,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Param, Run, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from hw1track.tracking import metric_writer, server_retries, sqlite_metrics
+from hw1track.tracking import metric_writer, server_retries, sqlite_metrics, system_metrics
 from hw1track.tracking.ending import ended_with_status, raise_if_signalled
 from hw1track.tracking.identity import config_hash, group_hash
 from hw1track.tracking.names import (PARAM_MODEL, PARAM_REPLICATE, TAG_CODE_VERSION, TAG_CONFIG_HASH, TAG_EXPERIMENT,
@@ -295,5 +295,5 @@ def parent_run(store: Store, experiment: str, preset: str, run_name: str, tags: 
     created = store.client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
     run = ParentRun(store.client, created.info.run_id, experiment_id, experiment, preset, store=store, scope=scope,
                     reuse=reuse)
-    with ended_with_status(run):
+    with ended_with_status(run), system_metrics.recorded(run.run_id, store.uri):
         yield run
