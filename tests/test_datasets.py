@@ -1,5 +1,7 @@
 """A second image set: a Fashion-MNIST model is told apart from an MNIST one in the store, the UI and the figures."""
 
+import json
+
 from conftest import hw1track, run_quick
 
 from analysis import part1_3b as analysis
@@ -42,3 +44,27 @@ def test_dataset_on_an_experiment_without_images_is_refused_in_one_line(tmp_path
                     f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
     assert done.returncode == 2 and "does not train on images" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "mlflow.db").exists()
+
+
+def test_children_show_their_splits_as_mlflow_datasets_and_every_run_its_source(store_uri, reader):
+    parent = reader.client.get_run(run_quick("part1_3a", store_uri, "train_size=300", "test_size=200",
+                                             "max_epochs=2", seeds=1))
+    digests = {}
+    for child in reader.children(parent):
+        inputs = {tag.value: entry.dataset for entry in child.inputs.dataset_inputs for tag in entry.tags
+                  if tag.key == "mlflow.data.context"}
+        assert set(inputs) == {"train", "test"} and {d.name for d in inputs.values()} == {"mnist"}
+        assert all(json.loads(d.profile)["num_rows"] == n for d, n in ((inputs["train"], 300), (inputs["test"], 200)))
+        digests[child.data.params["label_mode"]] = {split: d.digest for split, d in inputs.items()}
+        assert child.data.tags["mlflow.source.type"] == "LOCAL" and child.data.tags["mlflow.source.name"]
+    # shuffled labels are other training data; the test set is the same
+    assert digests["random"]["train"] != digests["true"]["train"]
+    assert digests["random"]["test"] == digests["true"]["test"]
+    assert parent.data.tags["mlflow.source.name"] == reader.children(parent)[0].data.tags["mlflow.source.name"]
+
+
+def test_a_function_fit_beside_images_is_not_labelled_with_the_image_set(store_uri, reader):
+    parent = reader.client.get_run(run_quick("part1_2b", store_uri, seeds=1))
+    for child in reader.children(parent):
+        images = child.data.params.get("dataset") == "mnist"
+        assert images == bool(child.inputs.dataset_inputs), child.data.params["model"]
