@@ -5,6 +5,7 @@ import json
 from conftest import hw1track, run_quick
 
 from analysis import part1_3b as analysis
+from hw1track.reporting.report import write_report
 from hw1track.tracking.names import TAG_CONFIG_HASH, TAG_DATA_MD5, TAG_DATASET, TAG_MNIST_MD5
 from hw1track.training.data import FASHION_MNIST, MNIST
 
@@ -12,7 +13,7 @@ SMALL = ("widths=6,28", "train_size=500", "test_size=300", "epochs=1")
 
 
 def test_a_quick_experiment_on_fashion_mnist_is_its_own_result_everywhere(store_uri, reader, fashion_source,
-                                                                           monkeypatch):
+                                                                           monkeypatch, tmp_path):
     monkeypatch.setenv(FASHION_MNIST.source_env, str(fashion_source))
     ids = {name: run_quick("part1_3b", store_uri, *SMALL, f"dataset={name}", seeds=1)
            for name in (MNIST.name, FASHION_MNIST.name)}
@@ -37,6 +38,13 @@ def test_a_quick_experiment_on_fashion_mnist_is_its_own_result_everywhere(store_
     assert any(title.startswith("Fashion-MNIST ") for title in titles["fashion-mnist"])
     assert not any("Fashion-MNIST" in title for title in titles["mnist"])
     assert any(title.startswith("MNIST ") for title in titles["mnist"])
+
+    # the report puts the two sets side by side in the experiment's section, and only there
+    page = write_report(reader, tmp_path / "report.html").path.read_text()
+    section = page.split('<h2 id="part1_3b">')[1].split("<section>")[0]
+    assert "On each image set" in section and "<th>MNIST</th><th>Fashion-MNIST</th>" in section
+    assert all(run_id in section for run_id in ids.values())
+    assert page.count("On each image set") == 1
 
 
 def test_dataset_on_an_experiment_without_images_is_refused_in_one_line(tmp_path):
