@@ -222,10 +222,12 @@ def doctor(older_than: float, dry_run: bool, tracking_uri: str | None) -> None:
 @cli.command()
 @click.argument("name")
 @click.option("--run-id", default=None, help="Parent run to draw (default: the newest finished one).")
+@click.option("--dataset", type=click.Choice(configs.IMAGE_SET_NAMES), default=None,
+              help="Draw the newest finished run on this image set (default: the newest on any).")
 @click.option("--out", default="figures", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the PNG files (one subfolder per experiment).")
 @TRACKING_URI
-def analyze(name: str, run_id: str | None, out: str, tracking_uri: str | None) -> None:
+def analyze(name: str, run_id: str | None, dataset: str | None, out: str, tracking_uri: str | None) -> None:
     """Draw the figures of NAME (or all) from the store, answer its claims, and log both to its parent run."""
     from hw1track.reporting.plotting import save_figures
     from hw1track.stats.claims import to_json
@@ -237,7 +239,7 @@ def analyze(name: str, run_id: str | None, out: str, tracking_uri: str | None) -
     _check_can_write(out, "figures to")
     reader = StoreReader(tracking_uri)
     with _failures_in_one_line(tracking_uri):  # fail before drawing anything
-        parents = [(e, reader.latest_parent(e.name, run_id)) for e in experiments]
+        parents = [(e, reader.latest_parent(e.name, run_id, dataset)) for e in experiments]
     for experiment, parent in parents:
         not_logged = reader.cannot_log_reason(parent.info.artifact_uri)
         tracked = None if not_logged else TrackedRun(reader.client, parent.info.run_id)

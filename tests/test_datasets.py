@@ -76,3 +76,15 @@ def test_a_function_fit_beside_images_is_not_labelled_with_the_image_set(store_u
     for child in reader.children(parent):
         images = child.data.params.get("dataset") == "mnist"
         assert images == bool(child.inputs.dataset_inputs), child.data.params["model"]
+
+
+def test_analyze_draws_the_newest_run_of_the_set_it_is_asked_for(store_uri, reader, fashion_source, monkeypatch,
+                                                                 tmp_path):
+    monkeypatch.setenv(FASHION_MNIST.source_env, str(fashion_source))
+    mnist_id = run_quick("part1_3b", store_uri, *SMALL, seeds=1)
+    fashion_id = run_quick("part1_3b", store_uri, *SMALL, "dataset=fashion-mnist", seeds=1)
+    for dataset, expected in (("mnist", mnist_id), ("fashion-mnist", fashion_id), (None, fashion_id)):
+        assert reader.latest_parent("part1_3b", dataset=dataset).info.run_id == expected
+    done = hw1track("analyze", "part1_3b", "--dataset", "mnist", "--tracking-uri", store_uri, "--out",
+                    str(tmp_path / "figures"), cwd=tmp_path)
+    assert done.returncode == 0 and f"logged to run {mnist_id}" in done.stdout, done.stderr

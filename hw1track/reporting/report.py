@@ -42,7 +42,7 @@ from hw1track.tracking.names import (CLAIMS_ARTIFACT, PARAM_SEEDS, TAG_DATA_MD5,
                                      TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_PRESET, TAG_ROLE, TAG_SEED, TAG_TORCH_THREADS,
                                      TAG_VERSION_PREFIX)
 from hw1track.tracking.provenance import git_commit
-from hw1track.tracking.query import StoreReader
+from hw1track.tracking.query import StoreReader, parent_dataset
 from hw1track.tracking.runs import TrackedRun
 from hw1track.tracking.store import artifact_location
 from hw1track.training.data import IMAGE_SETS, MNIST
@@ -135,18 +135,11 @@ def _claims(reader: StoreReader, experiment: Experiment, parent: Run) -> tuple[l
     return experiment.claims(reader, parent), True
 
 
-def _dataset(parent: Run) -> str | None:
-    """The image set a parent trained on; image runs from before the choice are MNIST, function fits have none."""
-    if TAG_DATASET in parent.data.tags:
-        return parent.data.tags[TAG_DATASET]
-    return MNIST.name if TAG_MNIST_MD5 in parent.data.tags else None
-
-
 def _latest_per_dataset(parents: list[Run]) -> dict[str, Run]:
     """The newest parent of each image set, MNIST first (`parents` come newest first)."""
     latest: dict[str, Run] = {}
     for parent in parents:
-        dataset = _dataset(parent)
+        dataset = parent_dataset(parent)
         if dataset is not None:
             latest.setdefault(dataset, parent)
     return dict(sorted(latest.items(), key=lambda item: list(IMAGE_SETS).index(item[0])))
