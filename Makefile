@@ -2,9 +2,11 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# An offline copy of MNIST next to the project is used when present; otherwise set HW1TRACK_MNIST_DIR.
+# Offline copies of MNIST and Fashion-MNIST next to the project are used when present; otherwise set
+# HW1TRACK_MNIST_DIR and HW1TRACK_FASHION_MNIST_DIR.
 HW1TRACK_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
-export HW1TRACK_MNIST_DIR
+HW1TRACK_FASHION_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/fashion-mnist))
+export HW1TRACK_MNIST_DIR HW1TRACK_FASHION_MNIST_DIR
 
 .PHONY: setup browser demo full test ui bench bench-replicates clean-store
 

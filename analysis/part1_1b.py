@@ -9,7 +9,7 @@ from __future__ import annotations
 from matplotlib.ticker import MaxNLocator
 from mlflow.entities import Run
 
-from hw1track.reporting.plotting import limit_to_lines, plot_band, run_colors, seeds_text, subplots
+from hw1track.reporting.plotting import dataset_title, limit_to_lines, plot_band, run_colors, seeds_text, subplots
 from hw1track.stats.claims import Claim, difference_of_means
 from hw1track.tracking.query import StoreReader, by_group
 
@@ -34,7 +34,7 @@ def figures(reader: StoreReader, parent: Run) -> dict:
     recipe = f"Adam {first['lr']}, batch {first['batch_size']}, {first['n_train']} training images"
     figures = {}
     for metric, axis_label, scale in (("loss", "cross-entropy", "log"), ("acc", "accuracy (fraction)", "linear")):
-        title = (f"MNIST {axis_label.split(' ')[0]} per epoch (train solid, test dashed), "
+        title = (f"{dataset_title(parent)} {axis_label.split(' ')[0]} per epoch (train solid, test dashed), "
                  f"{seeds_text(n_seeds)} per CNN\n{recipe}")
         ylabel = f"{axis_label}{' (log scale)' if scale == 'log' else ''}"
         if n_seeds == 1:  # the one-seed figure: both splits on one panel, as before replicates existed

@@ -17,7 +17,7 @@ from mlflow.entities import Run
 
 from hw1track.measures.pca import JointProjection, project_jointly
 from hw1track.measures.snapshots import ARTIFACT, load_snapshots
-from hw1track.reporting.plotting import run_colors, seeds_text, subplots
+from hw1track.reporting.plotting import dataset_title, run_colors, seeds_text, subplots
 from hw1track.tracking.query import StoreReader, replicate
 from hw1track.tracking.runs import TrackedRun
 
@@ -66,7 +66,7 @@ def _draw(children: list[Run], trajectories: list[dict], projection: JointProjec
     ratio = projection.explained_variance_ratio
     epochs = trajectories[0]["epoch"].tolist()
     ax.set(xlabel=f"PC 1 ({ratio[0]:.1%} of variance)", ylabel=f"PC 2 ({ratio[1]:.1%} of variance)",
-           title=f"MNIST DNN {children[0].data.params['widths']} optimisation paths: {title}\n"
+           title=f"{dataset_title(children[0])} DNN {children[0].data.params['widths']} optimisation paths: {title}\n"
                  f"{len(set(trainings))} trainings × {seeds_text(len(replicates))} = {len(children)} paths, "
                  f"one PCA fitted on all their snapshots, epochs {epochs[0]} to {epochs[-1]}\n"
                  f"(hollow = epoch 0; label = training accuracy in % at the last epoch)")
@@ -95,7 +95,7 @@ def _draw_one_replicate(children: list[Run], trajectories: list[dict], projectio
     ratio = projection.explained_variance_ratio
     epochs = trajectories[0]["epoch"].tolist()
     ax.set(xlabel=f"PC 1 ({ratio[0]:.1%} of variance)", ylabel=f"PC 2 ({ratio[1]:.1%} of variance)",
-           title=f"MNIST DNN {children[0].data.params['widths']} optimisation paths: {title}\n"
+           title=f"{dataset_title(children[0])} DNN {children[0].data.params['widths']} optimisation paths: {title}\n"
                  f"one PCA fitted on the snapshots of all {len(children)} runs, epochs {epochs[0]} to {epochs[-1]}\n"
                  f"(hollow = epoch 0; labels = training accuracy in %)")
     ax.legend(fontsize=7, loc="best")

@@ -18,7 +18,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from mlflow.entities import Run
 
-from hw1track.reporting.plotting import plot_band, seeds_text, subplots
+from hw1track.reporting.plotting import dataset_title, plot_band, seeds_text, subplots
 from hw1track.stats.claims import Claim, equivalent_to, mean_above
 from hw1track.stats.intervals import CONFIDENCE, mean_interval
 from hw1track.tracking.query import StoreReader, replicate
@@ -160,7 +160,8 @@ def figures(reader: StoreReader, parent: Run) -> dict:
                                  label="90 % (dotted verticals: first epoch there)")]
     seeds = "" if n_seeds == 1 else f", {seeds_text(n_seeds)} per label mode"
     ax_loss.set(yscale="log", ylabel="cross-entropy (log scale)",
-                title=f"MLP {first['widths']} (P={int(first['n_params']):,}), {int(first['n_train']):,} MNIST images"
+                title=f"MLP {first['widths']} (P={int(first['n_params']):,}), {int(first['n_train']):,} "
+                      f"{dataset_title(parent)} images"
                       f"{seeds}\nAdam {first['lr']}{schedule}, batch {first['batch_size']}\n"
                       f"{slowdown_text(children, history)}")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))

@@ -17,8 +17,8 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 from mlflow.entities import Run
 
-from hw1track.reporting.plotting import (bounded_interval, geometric_interval, plot_intervals, seeds_text,
-                                         subplots)
+from hw1track.reporting.plotting import (bounded_interval, dataset_title, geometric_interval, plot_intervals,
+                                         seeds_text, subplots)
 from hw1track.stats.claims import Claim, trend_over_seeds
 from hw1track.tracking.names import METRIC_EPOCHS_TRAINED, METRIC_STOPPED_BY_RULE
 from hw1track.tracking.query import StoreReader, by_group, replicate
@@ -55,7 +55,7 @@ def figures(reader: StoreReader, parent: Run) -> dict:
             unit += ", geometric mean"
         ax.set(xscale="log", yscale=scale, xlabel="number of parameters P (log scale)",
                ylabel=f"{axis_label} at the last epoch{unit}",
-               title=f"MNIST {axis_label} vs model size, {seeds_text(n_seeds)} per width\n{recipe}")
+               title=f"{dataset_title(parent)} {axis_label} vs model size, {seeds_text(n_seeds)} per width\n{recipe}")
         _label_widths(ax, sizes, widths)
         ax.legend(title="full-set evaluation")
         figures["loss_vs_params" if metric == "loss" else "accuracy_vs_params"] = fig

@@ -21,7 +21,7 @@ from matplotlib.colors import LogNorm
 from mlflow.entities import Run
 from scipy import stats
 
-from hw1track.reporting.plotting import plot_band, seeds_text, subplots
+from hw1track.reporting.plotting import dataset_title, plot_band, seeds_text, subplots
 from hw1track.stats.claims import Claim, mean_above
 from hw1track.stats.intervals import CONFIDENCE
 from hw1track.tracking.names import INDEPENDENT_INIT, LOSS_SURFACE_ARTIFACT, PARAM_PAIR, PARAM_REPLICATE, \
@@ -85,7 +85,8 @@ def _interpolation_figure(reader: StoreReader, parent: Run):
         accuracy_ax.tick_params(labelright=False)
         accuracy_ax.set_ylabel("")
     panels[0][0].set_ylabel("cross-entropy (nats, log scale)", color=LOSS_COLOR)
-    fig.suptitle(f"Linear interpolation θ(α) = (1−α)·θ_start + α·θ_end between two solutions, MNIST\n"
+    fig.suptitle(f"Linear interpolation θ(α) = (1−α)·θ_start + α·θ_end between two solutions, "
+                 f"{dataset_title(parent)}\n"
                  f"each curve over {seeds_text(n_seeds)}", fontsize=11)
     lines = panels[0][0].get_legend_handles_labels()[0] + accuracy_axes[0].get_legend_handles_labels()[0]
     key = "solid: train, dashed: test; ○ the trained models' own final metrics"

@@ -17,7 +17,8 @@ import torch
 from mlflow.entities import Run
 
 from hw1track.measures.hessian_spectrum import SpectralDensity
-from hw1track.reporting.plotting import bounded_interval, geometric_interval, plot_intervals, seeds_text, subplots
+from hw1track.reporting.plotting import (bounded_interval, dataset_title, geometric_interval, plot_intervals,
+                                         seeds_text, subplots)
 from hw1track.stats.claims import Claim, trend_over_seeds
 from hw1track.stats.intervals import Interval
 from hw1track.tracking.names import HESSIAN_DENSITY_ARTIFACT, PARAM_REPLICATE
@@ -104,7 +105,7 @@ def figures(reader: StoreReader, parent: Run) -> dict:
     right.set_title("Sharpness (Keskar et al. 2017) vs batch size")
     _legend(right, sharpness_ax, n_seeds)
 
-    fig.suptitle(f"MNIST MLP, same epochs for every batch size, {seeds_text(n_seeds)} each "
+    fig.suptitle(f"{dataset_title(parent)} MLP, same epochs for every batch size, {seeds_text(n_seeds)} each "
                  f"(updates per model: {updates})", fontsize=9)
     drawn = {"batch_size": fig, "curvature": _curvature_figure(final, n_seeds, updates),
              "hessian_density": _density_figure(reader, children, n_seeds)}

@@ -30,7 +30,7 @@ from hw1track.tracking.ending import Terminated, raise_on_signals
 from hw1track.tracking.names import CLAIMS_ARTIFACT, TAG_PRESET
 from hw1track.tracking.runs import TrackedRun
 from hw1track.tracking.store import Store, check_tracking_uri, default_tracking_uri, local_database
-from hw1track.training.data import load_mnist
+from hw1track.training.data import FASHION_MNIST, MNIST, image_set_of, load_images
 from hw1track.training.denormals import flush_denormals
 from hw1track.training.threads import MAX_THREADS
 from hw1track.writable import why_not_writable
@@ -127,8 +127,13 @@ def list_experiments(tracking_uri: str | None) -> None:
 @click.option("--seeds", type=click.IntRange(min=1, max=MAX_SEEDS), default=None,
               help="Replicates of every model, each with its own seed (default: quick 2, full 3).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--dataset", type=click.Choice(configs.IMAGE_SET_NAMES), default=None,
+              help="The image set every image experiment trains on (default: mnist); the same as "
+                   "--set dataset=NAME.")
 @click.option("--mnist-dir", default=None, metavar="DIR",
               help="Folder with the MNIST IDX files to import (default: $HW1TRACK_MNIST_DIR).")
+@click.option("--fashion-mnist-dir", default=None, metavar="DIR",
+              help="Folder with the Fashion-MNIST IDX files to import (default: $HW1TRACK_FASHION_MNIST_DIR).")
 @click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
               help="CPU threads for torch (default: the experiment's THREADS, else torch's choice).")
 @click.option("--force", is_flag=True,
@@ -140,12 +145,16 @@ def list_experiments(tracking_uri: str | None) -> None:
                    "(default: $RAY_ADDRESS, else local: one started on this machine for this command).")
 @TRACKING_URI
 def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, seeds: int | None, device: str,
-        mnist_dir: str | None, threads: int | None, force: bool, executor: str, ray_address: str | None,
-        tracking_uri: str | None) -> None:
+        dataset: str | None, mnist_dir: str | None, fashion_mnist_dir: str | None, threads: int | None, force: bool,
+        executor: str, ray_address: str | None, tracking_uri: str | None) -> None:
     """Train experiment NAME (or all) and log it to MLflow, reusing models that already finished."""
     experiments = _selected(name)
     if seed is not None:
         assignments = (*assignments, f"seed={seed}")
+    if dataset is not None:
+        if not any(e.uses_mnist for e in experiments):
+            raise UsageError(f"{name} does not train on images: --dataset does not apply to it")
+        assignments = (*assignments, f"dataset={dataset}")
     many = len(experiments) > 1
     if many:
         _check_keys_exist_somewhere(experiments, assignments)
@@ -158,13 +167,16 @@ def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, 
     # the cluster's nodes have the GPUs, not necessarily this one (`ray_executor.connected` checks them)
     torch_device = resolve_device(device, here=executor == executors.LOCAL)
     store.check_ready()  # a read-only folder or a server that does not answer fails here, in seconds
-    if any(e.uses_mnist for e, _ in planned):
-        load_mnist(source=mnist_dir)  # missing or corrupted data must fail before the store is created
+    data_dirs = {MNIST.name: mnist_dir, FASHION_MNIST.name: fashion_mnist_dir}
+    for image_set in {image_set_of(config) for e, config in planned if e.uses_mnist}:
+        # missing or corrupted data must fail before the store is created
+        load_images(image_set, source=data_dirs[image_set.name])
     with (_failures_in_one_line(store.uri),
           executors.started(executor, ray_address, torch_device, len(planned)) as chosen):
         for experiment, config in planned:
             started = time.perf_counter()
-            run_id = run_experiment(experiment, preset, config, store, torch_device, mnist_dir, threads,
+            run_id = run_experiment(experiment, preset, config, store, torch_device,
+                                    data_dirs[image_set_of(config).name], threads,
                                     reuse=not force, seeds=seeds, executor=chosen)
             chosen.when_done(run_id, functools.partial(_echo_finished, experiment.name, run_id, started, store.uri))
 
@@ -210,10 +222,12 @@ def doctor(older_than: float, dry_run: bool, tracking_uri: str | None) -> None:
 @cli.command()
 @click.argument("name")
 @click.option("--run-id", default=None, help="Parent run to draw (default: the newest finished one).")
+@click.option("--dataset", type=click.Choice(configs.IMAGE_SET_NAMES), default=None,
+              help="Draw the newest finished run on this image set (default: the newest on any).")
 @click.option("--out", default="figures", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the PNG files (one subfolder per experiment).")
 @TRACKING_URI
-def analyze(name: str, run_id: str | None, out: str, tracking_uri: str | None) -> None:
+def analyze(name: str, run_id: str | None, dataset: str | None, out: str, tracking_uri: str | None) -> None:
     """Draw the figures of NAME (or all) from the store, answer its claims, and log both to its parent run."""
     from hw1track.reporting.plotting import save_figures
     from hw1track.stats.claims import to_json
@@ -225,7 +239,7 @@ def analyze(name: str, run_id: str | None, out: str, tracking_uri: str | None) -
     _check_can_write(out, "figures to")
     reader = StoreReader(tracking_uri)
     with _failures_in_one_line(tracking_uri):  # fail before drawing anything
-        parents = [(e, reader.latest_parent(e.name, run_id)) for e in experiments]
+        parents = [(e, reader.latest_parent(e.name, run_id, dataset)) for e in experiments]
     for experiment, parent in parents:
         not_logged = reader.cannot_log_reason(parent.info.artifact_uri)
         tracked = None if not_logged else TrackedRun(reader.client, parent.info.run_id)

@@ -42,6 +42,9 @@ MAX_INT = sys.maxsize
 # offsets added per model and per replicate (see `study.replicates`) never
 # overflow the 64-bit seed of a torch generator.
 MAX_SEED = 2**32 - 1
+# The image sets an MNIST-format experiment can train on, as `--dataset` names them; the loaders live in
+# `hw1track.training.data` (IMAGE_SETS), which this module does not import: it needs no torch.
+IMAGE_SET_NAMES = ("mnist", "fashion-mnist")
 
 
 def setting(default: Any, *, minimum: float | None = None, maximum: float | None = None,
@@ -86,6 +89,8 @@ class MnistSplits:
     train_size: int = setting(60_000, minimum=1)
     test_size: int = setting(10_000, minimum=1)
     seed: int = seed_setting()
+    # which image set the models train and are tested on (`hw1track.training.data.IMAGE_SETS`)
+    dataset: str = setting("mnist", choices=IMAGE_SET_NAMES)
 
 
 def _field_types(cls: type) -> dict[str, Any]:

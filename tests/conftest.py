@@ -18,7 +18,7 @@ from hw1track.study.discovery import get_experiment
 from hw1track.study.invocation import run_experiment
 from hw1track.tracking.query import StoreReader
 from hw1track.tracking.store import Store
-from hw1track.training.data import ROOT_ENV, SOURCE_ENV, load_mnist
+from hw1track.training.data import FASHION_MNIST, ROOT_ENV, SOURCE_ENV, load_mnist
 
 REPO = Path(__file__).resolve().parent.parent
 # The reference implementations the fast paths are tested against live with the benchmarks that time them.
@@ -35,6 +35,15 @@ def _mnist_source() -> Path:
 @pytest.fixture(scope="session")
 def mnist_source() -> Path:
     return _mnist_source()
+
+
+@pytest.fixture(scope="session")
+def fashion_source() -> Path:
+    """The Fashion-MNIST folder: $HW1TRACK_FASHION_MNIST_DIR, else the shared copy beside the project."""
+    candidate = Path(os.environ.get(FASHION_MNIST.source_env) or REPO.parent / "shared" / "data" / "fashion-mnist")
+    if not candidate.is_dir():
+        pytest.fail(f"Fashion-MNIST source folder {candidate} not found: set {FASHION_MNIST.source_env}")
+    return candidate
 
 
 @pytest.fixture(scope="session", autouse=True)

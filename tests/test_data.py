@@ -12,8 +12,8 @@ import torch
 from mounts import mounted_tmpfs
 
 from hw1track.errors import DataUnavailable
-from hw1track.training.data import (MNIST_MD5, ROOT_ENV, SOURCES_RECORD, dataset_checksum, load_mnist, prepare_mnist,
-                                    subset)
+from hw1track.training.data import (FASHION_MNIST, MNIST_MD5, ROOT_ENV, SOURCES_RECORD, dataset_checksum, load_images,
+                                    load_mnist, prepare_images, prepare_mnist, subset)
 
 
 def test_mnist_is_in_memory_normalised_and_complete(data_root):
@@ -151,3 +151,31 @@ def test_subsets_are_fixed_by_seed(data_root):
     b = subset(mnist.train_x, mnist.train_y, 500, seed=3)
     c = subset(mnist.train_x, mnist.train_y, 500, seed=4)
     assert torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
+
+
+def test_fashion_mnist_loads_through_torchvision_with_its_own_checksum_and_statistics(tmp_path, fashion_source):
+    root = tmp_path / "root"
+    fashion = load_images(FASHION_MNIST, root, fashion_source)
+    assert sorted(p.name for p in (root / "FashionMNIST" / "raw").iterdir()) == sorted(FASHION_MNIST.md5)
+    assert fashion.train_x.shape == (60_000, 1, 28, 28) and fashion.test_x.shape == (10_000, 1, 28, 28)
+    assert torch.bincount(fashion.train_y).tolist() == [6_000] * 10  # Fashion-MNIST's classes are balanced
+    # its own statistics normalise it, as MNIST's do MNIST: recomputed from the pixels here
+    assert abs(fashion.train_x.mean().item()) < 0.01 and abs(fashion.train_x.std().item() - 1) < 0.01
+    assert fashion.checksum == FASHION_MNIST.checksum() != dataset_checksum()
+    mnist = load_mnist()
+    assert not torch.equal(fashion.train_x[:100], mnist.train_x[:100])
+
+
+def test_mnist_files_named_as_fashion_mnist_fail_its_checksums_and_leave_nothing(tmp_path, mnist_source, monkeypatch):
+    monkeypatch.setenv(FASHION_MNIST.source_env, str(mnist_source))
+    root = tmp_path / "root"
+    with pytest.raises(DataUnavailable, match=r"checksum mismatch for .*idx.*not the original Fashion-MNIST"):
+        prepare_images(FASHION_MNIST, root)
+    assert not (root / "FashionMNIST").exists()
+
+
+def test_without_a_fashion_mnist_folder_or_download_one_line_says_how_to_provide_it(tmp_path, monkeypatch):
+    monkeypatch.delenv(FASHION_MNIST.source_env, raising=False)
+    with pytest.raises(DataUnavailable, match="set HW1TRACK_FASHION_MNIST_DIR") as failure:
+        prepare_images(FASHION_MNIST, tmp_path / "nowhere-root", tmp_path / "missing")
+    assert "\n" not in str(failure.value) and "Fashion-MNIST folder" in str(failure.value)

@@ -15,6 +15,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from hw1track.stats.intervals import CONFIDENCE, Interval, band, mean_interval  # noqa: E402
 from hw1track.tracking.runs import TrackedRun  # noqa: E402
+from hw1track.training.data import IMAGE_SETS, MNIST  # noqa: E402
+from mlflow.entities import Run  # noqa: E402
 
 plt.rcParams.update({
     "figure.dpi": 110,
@@ -60,6 +62,11 @@ def run_colors(run_ids) -> dict[str, str]:
     """A stable colour per run, shared by every panel of a figure."""
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     return {run_id: cycle[i % len(cycle)] for i, run_id in enumerate(run_ids)}
+
+
+def dataset_title(run: Run) -> str:
+    """How a figure names the images `run` (a parent or a child) trained on: runs from before the choice are MNIST."""
+    return IMAGE_SETS[run.data.params.get("dataset", MNIST.name)].title
 
 
 def seeds_text(n: int) -> str:

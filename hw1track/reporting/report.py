@@ -38,12 +38,14 @@ from hw1track.stats.claims import SUPPORTED, Claim, from_json
 from hw1track.stats.intervals import CONFIDENCE
 from hw1track.study.discovery import Experiment, discover
 from hw1track.tracking.ending import ended_with_status
-from hw1track.tracking.names import (CLAIMS_ARTIFACT, PARAM_SEEDS, TAG_EXPERIMENT, TAG_GIT_COMMIT, TAG_MNIST_MD5,
-                                     TAG_PRESET, TAG_ROLE, TAG_SEED, TAG_TORCH_THREADS, TAG_VERSION_PREFIX)
+from hw1track.tracking.names import (CLAIMS_ARTIFACT, PARAM_SEEDS, TAG_DATA_MD5, TAG_DATASET, TAG_EXPERIMENT,
+                                     TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_PRESET, TAG_ROLE, TAG_SEED, TAG_TORCH_THREADS,
+                                     TAG_VERSION_PREFIX)
 from hw1track.tracking.provenance import git_commit
-from hw1track.tracking.query import StoreReader
+from hw1track.tracking.query import StoreReader, parent_dataset
 from hw1track.tracking.runs import TrackedRun
 from hw1track.tracking.store import artifact_location
+from hw1track.training.data import IMAGE_SETS, MNIST
 
 REPORT_EXPERIMENT = "report"
 REPORT_ARTIFACT = "report.html"
@@ -53,7 +55,7 @@ HEADLINE_METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
 MAX_METRIC_COLUMNS = 8
 MAX_PARAM_COLUMNS = 4
 MAX_CHILD_ROWS = 20  # beyond this (part1_2c's 100 trainings) the table summarises instead of listing
-PROVENANCE_TAGS = (TAG_PRESET, TAG_SEED, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_TORCH_THREADS)
+PROVENANCE_TAGS = (TAG_PRESET, TAG_SEED, TAG_GIT_COMMIT, TAG_DATASET, TAG_DATA_MD5, TAG_MNIST_MD5, TAG_TORCH_THREADS)
 
 
 @dataclass
@@ -68,6 +70,17 @@ class Section:
     command: list[str] | None = None
     claims: list[Claim] = field(default_factory=list)
     claims_computed: bool = False  # True: no claims.json was logged, so they were computed for the report
+    # the latest finished parent of every image set the experiment ran on, with its models and claims
+    datasets: dict[str, DatasetResult] = field(default_factory=dict)
+
+
+@dataclass
+class DatasetResult:
+    """One image set's latest finished run of an experiment, as the side-by-side comparison shows it."""
+
+    parent: Run
+    children: list[Run]
+    claims: list[Claim]
 
 
 @dataclass
@@ -122,12 +135,33 @@ def _claims(reader: StoreReader, experiment: Experiment, parent: Run) -> tuple[l
     return experiment.claims(reader, parent), True
 
 
+def _latest_per_dataset(parents: list[Run]) -> dict[str, Run]:
+    """The newest parent of each image set, MNIST first (`parents` come newest first)."""
+    latest: dict[str, Run] = {}
+    for parent in parents:
+        dataset = parent_dataset(parent)
+        if dataset is not None:
+            latest.setdefault(dataset, parent)
+    return dict(sorted(latest.items(), key=lambda item: list(IMAGE_SETS).index(item[0])))
+
+
 def collect(reader: StoreReader) -> list[Section]:
-    """One section per experiment, in study order; a `StoreError` when the store holds no finished run at all."""
+    """One section per experiment, in study order; a `StoreError` when the store holds no finished run at all.
+
+    A section shows the newest MNIST run (the newest run when there is none),
+    and, when the experiment also finished on another image set, the headline
+    numbers and claim verdicts of each set side by side.
+    """
     sections = []
     for name, experiment in discover().items():
         parents = reader.parents(name)
-        sections.append(Section(experiment, parents[0]) if parents else Section(experiment))
+        per_dataset = _latest_per_dataset(parents)
+        shown = per_dataset.get(MNIST.name) or (parents[0] if parents else None)
+        sections.append(Section(experiment, shown))
+        if len(per_dataset) > 1:
+            sections[-1].datasets = {dataset: DatasetResult(parent, reader.children(parent),
+                                                            _claims(reader, experiment, parent)[0])
+                                     for dataset, parent in per_dataset.items()}
     if not any(section.parent for section in sections):
         raise StoreError(f"no runs in {reader.store.uri}; run `hw1track run <experiment>` first")
     for section in sections:
@@ -222,6 +256,41 @@ def _claims_table(section: Section) -> str:
             + _table(["verdict", "claim", "effect", f"{CONFIDENCE:.0%} CI", "seeds", "how"], rows))
 
 
+def _accuracy_text(children: list[Run]) -> str:
+    accuracies = [run.data.metrics["test_acc"] for run in children if "test_acc" in run.data.metrics]
+    if not accuracies:
+        return "—"
+    return f"{_number(sum(accuracies) / len(accuracies))} (best {_number(max(accuracies))})"
+
+
+def _verdict_text(claim: Claim | None) -> str:
+    if claim is None:
+        return "—"
+    interval = "" if math.isnan(claim.ci_low) else f" [{_number(claim.ci_low)}, {_number(claim.ci_high)}]"
+    verdict = claim.verdict.replace(" ", "-")
+    return (f'<span class="verdict {verdict}">{_text(claim.verdict)}</span><br>'
+            f"{_number(claim.effect)}{_text(interval)}")
+
+
+def _datasets_table(section: Section) -> str:
+    """The experiment on each image set, side by side: which of its findings hold on both, and which differ."""
+    results = section.datasets
+    header = ["", *(IMAGE_SETS[name].title for name in results)]
+    rows = [["parent run", *(f"<code>{_text(r.parent.info.run_id)}</code>, "
+                             f"{_text(r.parent.data.tags.get(TAG_PRESET, '?'))}, "
+                             f"{_text(_when(r.parent.info.start_time))}" for r in results.values())],
+            ["models (seeds each)", *(f"{len(r.children)} ({_text(r.parent.data.params.get(PARAM_SEEDS, '1'))})"
+                                      for r in results.values())],
+            ["final test accuracy, mean over models", *(_accuracy_text(r.children) for r in results.values())]]
+    claim_ids = list(dict.fromkeys(claim.id for r in results.values() for claim in r.claims))
+    for claim_id in claim_ids:
+        found = [next((c for c in r.claims if c.id == claim_id), None) for r in results.values()]
+        statement = next(c.statement for c in found if c is not None)
+        rows.append([f"{_text(statement)}<br><code>{_text(claim_id)}</code>", *(_verdict_text(c) for c in found)])
+    return ("<h3>On each image set</h3><p class=\"note\">the newest finished run on each set; effects with their "
+            f"{CONFIDENCE:.0%} intervals over seeds</p>" + _table(header, rows))
+
+
 def _provenance(parent: Run) -> dict[str, str]:
     tags = parent.data.tags
     shown = {key: tags[key] for key in PROVENANCE_TAGS if key in tags}
@@ -246,6 +315,8 @@ def _section_html(section: Section, uri: str) -> str:
                     f"started {_text(_when(parent.info.start_time))}, {duration:.0f} s, "
                     f"{len(section.children)} models, {_text(parent.data.params.get(PARAM_SEEDS, '1'))} "
                     f"seed(s) per configuration.</p>"]
+    if section.datasets:
+        parts.append(_datasets_table(section))
     if section.claims:
         parts.append(_claims_table(section))
     origin = ("drawn for this report (no figures logged yet; `hw1track analyze` logs them)" if section.figures_drawn
@@ -300,7 +371,7 @@ figcaption, .note, .summary {{ color: #666; font-size: 0.9em; }}
 section {{ border-top: 2px solid #ddd; margin-top: 2em; }}
 </style></head>
 <body>
-<h1>HW1 on MNIST: the latest finished run of every experiment</h1>
+<h1>HW1: the latest finished run of every experiment</h1>
 <p>Built {generated} from the tracking store <code>{uri}</code>.</p>
 {overview}
 {sections}

@@ -19,6 +19,7 @@ from torch import nn
 
 from hw1track.study import replicate_tables
 from hw1track.study.replicates import Replicate, model_name, replicates
+from hw1track.tracking.inputs import SplitInputs
 from hw1track.tracking.names import METRIC_EPOCHS_TRAINED, METRIC_STOPPED_BY_RULE, PARAM_MODEL
 from hw1track.tracking.runs import ParentRun, ReusedRun, TrackedRun
 from hw1track.tracking.weights import restore_weights
@@ -61,6 +62,10 @@ class RunContext:
     replicate_indices: tuple[int, ...] | None = None
     only_models: frozenset[str] | None = None
 
+    def __post_init__(self) -> None:
+        data = self.mnist_data
+        self._inputs = None if data is None else SplitInputs(data.dataset, data.checksum)
+
     @property
     def replicates(self) -> tuple[Replicate, ...]:
         """The replicates to train here: a run module trains each of its configurations once per replicate."""
@@ -91,6 +96,19 @@ class RunContext:
 
     def report(self, message: str) -> None:
         report(self.parent.experiment, message)
+
+    def _trains_on_images(self, train: Split) -> bool:
+        """Whether `train` holds this invocation's images: part1_2b also fits a 1-D function beside them."""
+        return self.mnist_data is not None and tuple(train[0].shape[1:]) == tuple(self.mnist_data.train_x.shape[1:])
+
+    def _log_inputs(self, child: TrackedRun, train: Split, eval_splits: Mapping[str, Split]) -> None:
+        """The splits a child trains and is evaluated on, as MLflow dataset inputs (models of images only)."""
+        if self._inputs is not None and self._trains_on_images(train):
+            child.log_inputs(self._inputs.inputs({"train": train, **eval_splits}))
+
+    def _data_params(self, train: Split) -> dict[str, str]:
+        """`dataset` on every model of images, so that the UI can compare the two sets in one table."""
+        return {"dataset": self.mnist_data.dataset} if self._trains_on_images(train) else {}
 
     def train_classifiers(self, models: Mapping[str, tuple[Callable[[], nn.Module], Mapping[str, Any]]],
                           cfg: Any, stop_rule: Callable[[], LossPlateau] | None = None) -> None:
@@ -129,12 +147,14 @@ class RunContext:
         trained or logged: `model` gets that run's final weights, so code that
         uses the trained model afterwards (interpolation, say) carries on.
         """
-        standard = _standard_params(name, model, seed, train, eval_splits, epochs, batch_size, lr)
+        standard = {**_standard_params(name, model, seed, train, eval_splits, epochs, batch_size, lr),
+                    **self._data_params(train)}
         started = time.perf_counter()
         with self.parent.child(name, {**standard, **params}) as child:
             if isinstance(child, ReusedRun):
                 final = _restore_weights(model, child, eval_splits)
             else:
+                self._log_inputs(child, train, eval_splits)
                 final = fit(model, train, task=task, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                             eval_splits=eval_splits, sink=child, desc=name, **fit_options)
                 _log_trained(child, model, log_artifacts)
@@ -162,12 +182,14 @@ class RunContext:
         started = time.perf_counter()
         with ExitStack() as children:
             for name, member in members.items():
-                standard = _standard_params(name, member.model, member.seed, train, eval_splits, epochs, batch_size, lr)
+                standard = {**_standard_params(name, member.model, member.seed, train, eval_splits, epochs, batch_size,
+                                               lr), **self._data_params(train)}
                 child = children.enter_context(self.parent.child(name, {**standard, **member.params}, per_replicate))
                 if isinstance(child, ReusedRun):
                     finals[name] = _restore_weights(member.model, child, eval_splits)
                     self._report_child(name, child, finals[name], "")
                 else:
+                    self._log_inputs(child, train, eval_splits)
                     trained[name] = child
             if len(trained) == 1:
                 ((name, child),) = trained.items()

@@ -19,7 +19,6 @@ from hw1track.study.context import RunContext
 from hw1track.study.discovery import Experiment
 from hw1track.study.invocation import Executor, Invocation, opened_parent, train_replicates
 from hw1track.tracking.store import Store
-from hw1track.training import data as mnist_data
 
 LOCAL = "local"
 RAY = "ray"
@@ -34,7 +33,7 @@ class InProcess:
 
     def run(self, experiment: Experiment, invocation: Invocation, store: Store) -> str:
         device = torch.device(invocation.device)
-        data = mnist_data.load_mnist(source=invocation.mnist_dir).to(device) if experiment.uses_mnist else None
+        data = invocation.load_images() if experiment.uses_mnist else None
         with opened_parent(experiment, invocation, store) as parent:
             train_replicates(experiment, invocation.config, RunContext(parent, device, data, invocation.seeds))
             return parent.run_id

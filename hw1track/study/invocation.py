@@ -33,8 +33,9 @@ from hw1track.study.units import Unit
 from hw1track.tracking import server_retries
 from hw1track.tracking.code_version import code_version
 from hw1track.tracking.identity import config_hash
-from hw1track.tracking.names import (PARAM_SEEDS, TAG_CODE_VERSION, TAG_GIT_COMMIT, TAG_MNIST_MD5, TAG_REUSE,
-                                     TAG_RUN_HASH, TAG_SEED, TAG_TORCH_THREADS, TAG_VERSION_PREFIX)
+from hw1track.tracking.names import (PARAM_SEEDS, TAG_CODE_VERSION, TAG_DATA_MD5, TAG_DATASET, TAG_GIT_COMMIT,
+                                     TAG_MNIST_MD5, TAG_REUSE, TAG_RUN_HASH, TAG_SEED, TAG_TORCH_THREADS,
+                                     TAG_VERSION_PREFIX)
 from hw1track.tracking.orphans import describe, find_orphans, mark_killed
 from hw1track.tracking.provenance import git_commit, package_versions
 from hw1track.tracking.runs import ParentRun, parent_run
@@ -54,18 +55,21 @@ def resolve_device(name: str, here: bool = True) -> torch.device:
     return device
 
 
-def _parent_tags(experiment: Experiment, config: Any, uses_mnist: bool) -> dict[str, str]:
+def _parent_tags(experiment: Experiment, config: Any, uses_images: bool) -> dict[str, str]:
     commit = git_commit()
     tags = {TAG_GIT_COMMIT: commit, MLFLOW_GIT_COMMIT: commit.removesuffix("-dirty"), TAG_SEED: config.seed,
             TAG_TORCH_THREADS: torch.get_num_threads()}
     tags.update({f"{TAG_VERSION_PREFIX}{name}": version for name, version in package_versions().items()})
-    if uses_mnist:
-        tags[TAG_MNIST_MD5] = mnist_data.dataset_checksum()
+    if uses_images:
+        image_set = mnist_data.image_set_of(config)
+        tags.update({TAG_DATASET: image_set.name, TAG_DATA_MD5: image_set.checksum()})
+        if image_set is mnist_data.MNIST:
+            tags[TAG_MNIST_MD5] = image_set.checksum()
     return tags
 
 
 def run_experiment(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
-                   mnist_dir: str | None = None, threads: int | None = None, reuse: bool = False,
+                   data_dir: str | None = None, threads: int | None = None, reuse: bool = False,
                    seeds: int | None = None, executor: Executor | None = None) -> str:
     """Train everything `experiment` declares under one parent run, `seeds` times; returns the parent's run id.
 
@@ -73,8 +77,9 @@ def run_experiment(experiment: Experiment, preset: str, config: Any, store: Stor
     default when None, see `replicates.DEFAULT_SEEDS`). `executor` trains them:
     in this process unless told otherwise (`executors`).
 
-    Data are loaded before the parent run opens, so a missing or corrupted MNIST
-    fails without leaving anything in the store. `threads` (else the experiment's
+    Data are loaded before the parent run opens, so a missing or corrupted image
+    set (the config's `dataset`, imported from `data_dir` if given) fails
+    without leaving anything in the store. `threads` (else the experiment's
     THREADS, else torch's default) sets torch's intra-op threads for this run only.
     Runs of the experiment left RUNNING by a process that is gone are marked KILLED first.
     A tracking server lost for longer than requests are retried (`server_retries`) ends it with one `ServerLost`.
@@ -88,12 +93,12 @@ def run_experiment(experiment: Experiment, preset: str, config: Any, store: Stor
 
     seeds = check_seeds(default_seeds(preset) if seeds is None else seeds)
     with server_retries.reported_in_one_line(store.uri):
-        return _run_reusing(experiment, preset, config, store, device, mnist_dir, threads, reuse, seeds,
+        return _run_reusing(experiment, preset, config, store, device, data_dir, threads, reuse, seeds,
                             executor or InProcess())
 
 
 def _run_reusing(experiment: Experiment, preset: str, config: Any, store: Store, device: torch.device,
-                 mnist_dir: str | None, threads: int | None, reuse: bool, seeds: int, executor: Executor) -> str:
+                 data_dir: str | None, threads: int | None, reuse: bool, seeds: int, executor: Executor) -> str:
     _clear_orphans(experiment.name, store)
     scope = model_scope(preset, config)
     run_hash = config_hash(experiment.name, {**configs.to_params(config), PARAM_SEEDS: seeds}, scope)
@@ -105,7 +110,7 @@ def _run_reusing(experiment: Experiment, preset: str, config: Any, store: Store,
         return finished.info.run_id
     threads = threads or experiment.threads or executor.default_threads()
     invocation = Invocation(experiment.name, preset, config, seeds, str(device), _absolute_uri(store.uri), scope,
-                            run_hash, reuse, threads, mnist_dir)
+                            run_hash, reuse, threads, data_dir)
     with intra_op_threads(threads):
         return executor.run(experiment, invocation, store)
 
@@ -115,7 +120,8 @@ class Invocation:
     """What training the replicates of one invocation needs, in plain values, so that a task elsewhere can do it.
 
     `tracking_uri` is absolute (see `_absolute_uri`): a task may run in another
-    working directory, as Ray's do.
+    working directory, as Ray's do. `data_dir` is the folder to import the
+    config's image set from (None: its `source_env`, else what the data root holds).
     """
 
     experiment: str
@@ -128,7 +134,12 @@ class Invocation:
     run_hash: str
     reuse: bool
     threads: int
-    mnist_dir: str | None
+    data_dir: str | None
+
+    def load_images(self, root: str | None = None) -> mnist_data.Mnist:
+        """The config's image set on the invocation's device, from `root` (None: the default data root)."""
+        image_set = mnist_data.image_set_of(self.config)
+        return mnist_data.load_images(image_set, Path(root) if root else None, self.data_dir).to(self.device)
 
 
 class Executor(Protocol):
@@ -186,10 +197,19 @@ def opened_parent(experiment: Experiment, invocation: Invocation, store: Store) 
                          PARAM_SEEDS: seeds,
                          "device": device, "git_commit": tags[TAG_GIT_COMMIT],
                          "versions": package_versions(), "argv": sys.argv,
-                         "mnist_md5": dict(mnist_data.MNIST_MD5) if experiment.uses_mnist else None},
+                         **_data_record(experiment, config)},
                         "run_config.json")
         yield parent
         replicate_tables.merge(parent)
+
+
+def _data_record(experiment: Experiment, config: Any) -> dict[str, Any]:
+    """What run_config.json says of the data: the image set and its files' MD5s (`mnist_md5` for MNIST, as before)."""
+    if not experiment.uses_mnist:
+        return {"dataset": None, "mnist_md5": None}
+    image_set = mnist_data.image_set_of(config)
+    key = "mnist_md5" if image_set is mnist_data.MNIST else "data_md5"
+    return {"dataset": image_set.name, key: dict(image_set.md5)}
 
 
 def train_replicates(experiment: Experiment, config: Any, ctx: RunContext) -> None:
@@ -204,15 +224,14 @@ def train_unit(invocation: Invocation, parent_run_id: str, unit: Unit, mnist_roo
 
     Everything comes from `invocation` and the absolute paths it was given, not
     from this process's working directory or environment: the store client is
-    made again from the URI, MNIST is loaded from `mnist_root` (imported from
-    `invocation.mnist_dir` if needed) and the children nest under `parent_run_id`.
+    made again from the URI, the images are loaded from `mnist_root` (imported from
+    `invocation.data_dir` if needed) and the children nest under `parent_run_id`.
     """
     experiment = get_experiment(invocation.experiment)
     store = Store(invocation.tracking_uri)
     device = torch.device(invocation.device)
     with server_retries.reported_in_one_line(store.uri), intra_op_threads(invocation.threads):
-        data = (mnist_data.load_mnist(Path(mnist_root) if mnist_root else None, invocation.mnist_dir).to(device)
-                if experiment.uses_mnist else None)
+        data = invocation.load_images(mnist_root) if experiment.uses_mnist else None
         parent = ParentRun.attach(store, parent_run_id, scope=invocation.scope, reuse=invocation.reuse)
         only = None if unit.model is None else frozenset({unit.model})
         train_replicates(experiment, invocation.config,

@@ -217,8 +217,8 @@ class RayExecutor:
         return 1
 
     def run(self, experiment: Experiment, invocation: Invocation, store: Store) -> str:
-        invocation = replace(invocation, mnist_dir=_absolute(invocation.mnist_dir or
-                                                             os.environ.get(mnist_data.SOURCE_ENV)),
+        source_env = mnist_data.image_set_of(invocation.config).source_env
+        invocation = replace(invocation, data_dir=_absolute(invocation.data_dir or os.environ.get(source_env)),
                              # a task sees only the GPU Ray gave it, as its first
                              device="cuda" if self._device.type == "cuda" else invocation.device)
         mnist_root = str(mnist_data.default_root())

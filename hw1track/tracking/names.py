@@ -16,7 +16,9 @@ TAG_GROUP = "hw1track.group"  # a child's configuration without its seed: the sa
 TAG_RUN_HASH = "hw1track.run_hash"  # a parent's identity: experiment, preset, code version and whole config
 TAG_REUSED_PREFIX = "hw1track.reused."  # on a parent: hw1track.reused.<config hash> = id of the child it reuses
 TAG_GIT_COMMIT = "hw1track.git_commit"
-TAG_MNIST_MD5 = "hw1track.mnist_md5"
+TAG_MNIST_MD5 = "hw1track.mnist_md5"  # on MNIST parents only, as before Fashion-MNIST came
+TAG_DATASET = "hw1track.dataset"  # on a parent that trains on images: mnist or fashion-mnist (also its param)
+TAG_DATA_MD5 = "hw1track.data_md5"  # that image set's checksum (`data.ImageSet.checksum`)
 TAG_CODE_VERSION = "hw1track.code_version"
 TAG_SEED = "hw1track.seed"  # the invocation's base seed; every model logs its own as the param `seed`
 TAG_TORCH_THREADS = "hw1track.torch_threads"  # float reductions are split per thread: the last digits depend on it

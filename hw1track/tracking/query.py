@@ -28,9 +28,17 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hw1track.errors import StoreError
 from hw1track.tracking.identity import newest_per_config, reused_child_ids
-from hw1track.tracking.names import PARAM_REPLICATE, TAG_EXPERIMENT, TAG_GROUP, TAG_ROLE
+from hw1track.tracking.names import (PARAM_REPLICATE, TAG_DATASET, TAG_EXPERIMENT, TAG_GROUP, TAG_MNIST_MD5,
+                                     TAG_ROLE)
 from hw1track.tracking.store import Store, default_tracking_uri, local_database
 from hw1track.writable import why_not_writable
+
+
+def parent_dataset(parent: Run) -> str | None:
+    """The image set a parent run trained on; image runs from before the choice are MNIST, function fits have none."""
+    if TAG_DATASET in parent.data.tags:
+        return parent.data.tags[TAG_DATASET]
+    return "mnist" if TAG_MNIST_MD5 in parent.data.tags else None
 
 
 class StoreReader:
@@ -63,14 +71,20 @@ class StoreReader:
             query += f" and attributes.status = '{status}'"
         return list(self.client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"]))
 
-    def latest_parent(self, experiment: str, run_id: str | None = None) -> Run:
-        """The given parent run, or the newest FINISHED one; a `StoreError` says to run it first."""
+    def latest_parent(self, experiment: str, run_id: str | None = None, dataset: str | None = None) -> Run:
+        """The given parent run, or the newest FINISHED one (of image set `dataset`, when given and the
+        experiment trains on images); a `StoreError` says to run it first."""
         if run_id:
             run = self._run(run_id)
             if run.data.tags.get(TAG_EXPERIMENT) != experiment or run.data.tags.get(TAG_ROLE) != "parent":
                 raise StoreError(f"run {run_id} is not a parent run of {experiment}")
             return run
         found = self.parents(experiment)
+        if dataset is not None and any(parent_dataset(run) is not None for run in found):
+            found = [run for run in found if parent_dataset(run) == dataset]
+            if not found:
+                raise StoreError(f"no finished run of {experiment} on {dataset} in {self.store.uri}; "
+                                 f"run `hw1track run {experiment} --dataset {dataset}` first")
         if not found:
             raise StoreError(f"no finished run of {experiment} in {self.store.uri}; "
                              f"run `hw1track run {experiment}` first")

@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from filelock import Timeout as LockTimeout
 from mlflow import MlflowClient
-from mlflow.entities import Param, Run, RunTag
+from mlflow.entities import DatasetInput, Param, Run, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from hw1track.tracking import metric_writer, server_retries, sqlite_metrics
+from hw1track.tracking import inputs, metric_writer, server_retries, sqlite_metrics, system_metrics
 from hw1track.tracking.ending import ended_with_status, raise_if_signalled
 from hw1track.tracking.identity import config_hash, group_hash
 from hw1track.tracking.names import (PARAM_MODEL, PARAM_REPLICATE, TAG_CODE_VERSION, TAG_CONFIG_HASH, TAG_EXPERIMENT,
@@ -129,6 +129,10 @@ class TrackedRun:
 
     def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    def log_inputs(self, datasets: Sequence[DatasetInput]) -> None:
+        """MLflow dataset inputs (`inputs.SplitInputs`): the UI's Dataset column."""
+        self.client.log_inputs(self.run_id, datasets=list(datasets))
 
     def log_json(self, obj: Any, artifact_path: str) -> None:
         self._log_via_tempfile(artifact_path, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True)))
@@ -238,6 +242,7 @@ class ParentRun(TrackedRun):
                 TAG_GROUP: group_hash(self.experiment, params, self.scope, per_replicate),
                 **_position_tags(params),
                 **current_process_tags(),
+                **inputs.source_tags(),
             }
             if "code_version" in self.scope:
                 tags[TAG_CODE_VERSION] = str(self.scope["code_version"])
@@ -291,9 +296,10 @@ def parent_run(store: Store, experiment: str, preset: str, run_name: str, tags: 
                scope: Mapping[str, Any] | None = None, reuse: bool = False) -> Iterator[ParentRun]:
     """Open the run of one invocation; every child opened inside it is nested under it (or reused, see `child`)."""
     experiment_id = store.experiment_id(experiment, create=True)
-    all_tags = {TAG_EXPERIMENT: experiment, TAG_PRESET: preset, TAG_ROLE: "parent", **current_process_tags(), **tags}
+    all_tags = {TAG_EXPERIMENT: experiment, TAG_PRESET: preset, TAG_ROLE: "parent", **current_process_tags(),
+                **inputs.source_tags(), **tags}
     created = store.client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
     run = ParentRun(store.client, created.info.run_id, experiment_id, experiment, preset, store=store, scope=scope,
                     reuse=reuse)
-    with ended_with_status(run):
+    with ended_with_status(run), system_metrics.recorded(run.run_id, store.uri):
         yield run

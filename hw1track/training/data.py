@@ -1,4 +1,10 @@
-"""MNIST as in-memory tensors, loaded by torchvision from a local root.
+"""MNIST and Fashion-MNIST as in-memory tensors, loaded by torchvision's own dataset classes from a local root.
+
+Both are 60,000 + 10,000 grey 28x28 images of ten classes in four IDX files of
+the same names, so one `ImageSet` describes each: its torchvision class (whose
+name is also the folder torchvision reads under the root), the MD5 of each
+decompressed file, the pixel statistics that normalise it, and the variable
+naming a folder to import it from.
 
 The files are imported once from a folder the user names (gzipped or raw IDX),
 each verified by the MD5 of its decompressed bytes, because machines without
@@ -15,7 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,37 +30,78 @@ import torch
 
 from hw1track.errors import DataUnavailable
 
-# MD5 of each decompressed file: the published checksums of the original MNIST.
-MNIST_MD5 = {
+ROOT_ENV = "HW1TRACK_DATA_ROOT"
+SOURCES_RECORD = "verified-sources.json"  # source files already checked: path -> [size, mtime_ns]
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: each set is one module-level object
+class ImageSet:
+    """What tells one IDX image set from another: its files' checksums, its statistics, where it comes from."""
+
+    name: str  # as --dataset takes it and the `dataset` param records it
+    title: str  # as figures and the report name it
+    torchvision_class: str  # torchvision.datasets.<class>, which reads <root>/<class>/raw
+    md5: Mapping[str, str]  # decompressed file name -> MD5 of its bytes
+    mean: float  # of the training pixels scaled to [0, 1]
+    std: float
+    source_env: str  # the variable naming a folder to import the files from
+    cli_option: str | None = None  # the command-line option naming that folder, where there is one
+
+    @property
+    def how_to_provide(self) -> str:
+        option = f" (or pass {self.cli_option})" if self.cli_option else ""
+        return (f"set {self.source_env}{option} to a folder holding the four {self.title} IDX files "
+                f"({', '.join(self.md5)}, gzipped or not)")
+
+    def checksum(self) -> str:
+        """One MD5 naming the whole set: the hash of the four files' MD5s in a fixed order."""
+        return hashlib.md5("".join(self.md5[name] for name in sorted(self.md5)).encode()).hexdigest()
+
+
+# The published MD5s of the original MNIST's decompressed files.
+MNIST = ImageSet("mnist", "MNIST", "MNIST", {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
     "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
-# Mean and standard deviation of the training pixels scaled to [0, 1].
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+}, mean=0.1307, std=0.3081, source_env="HW1TRACK_MNIST_DIR", cli_option="--mnist-dir")
+# Zalando's published MD5s of the decompressed files (Xiao, Rasul & Vollgraf 2017); the statistics are
+# those of its 60,000 training images (tests/test_data.py computes them again).
+FASHION_MNIST = ImageSet("fashion-mnist", "Fashion-MNIST", "FashionMNIST", {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}, mean=0.2860, std=0.3530, source_env="HW1TRACK_FASHION_MNIST_DIR")
+IMAGE_SETS = {image_set.name: image_set for image_set in (MNIST, FASHION_MNIST)}
 
-SOURCE_ENV = "HW1TRACK_MNIST_DIR"
-ROOT_ENV = "HW1TRACK_DATA_ROOT"
-SOURCES_RECORD = "verified-sources.json"  # source files already checked: path -> [size, mtime_ns]
-HOW_TO_PROVIDE = (f"set {SOURCE_ENV} (or pass --mnist-dir) to a folder holding the four MNIST IDX files "
-                  "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-                  "t10k-labels-idx1-ubyte, gzipped or not)")
+
+def image_set_of(config: object) -> ImageSet:
+    """The image set an experiment's config trains on: its `dataset` field, MNIST for configs without one."""
+    return IMAGE_SETS[getattr(config, "dataset", MNIST.name)]
+
+# MNIST's names from before Fashion-MNIST came, which notebooks and tests use.
+MNIST_MD5, SOURCE_ENV, HOW_TO_PROVIDE = MNIST.md5, MNIST.source_env, MNIST.how_to_provide
+MNIST_MEAN, MNIST_STD = MNIST.mean, MNIST.std
 
 
 @dataclass(frozen=True)
 class Mnist:
-    """Normalised images (N, 1, 28, 28) float32 and labels (N,) int64, plus the data's identity."""
+    """Normalised images (N, 1, 28, 28) float32 and labels (N,) int64, plus the data's identity.
+
+    Named for MNIST, the first set; `load_images` returns one for any `ImageSet`.
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
     checksum: str
+    dataset: str = "mnist"  # the `ImageSet.name` these images are of
 
     def to(self, device: str | torch.device) -> Mnist:
         return Mnist(self.train_x.to(device), self.train_y.to(device), self.test_x.to(device),
-                     self.test_y.to(device), self.checksum)
+                     self.test_y.to(device), self.checksum, self.dataset)
 
 
 def default_root() -> Path:
@@ -69,18 +116,18 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _raw_dir(root: Path) -> Path:
-    return root / "MNIST" / "raw"  # where torchvision.datasets.MNIST looks
+def _raw_dir(image_set: ImageSet, root: Path) -> Path:
+    return root / image_set.torchvision_class / "raw"  # where torchvision.datasets.<class> looks
 
 
-def _find_source_file(source: Path, name: str) -> Path:
-    for candidate in (source / name, source / f"{name}.gz", source / "MNIST" / "raw" / name):
+def _find_source_file(image_set: ImageSet, source: Path, name: str) -> Path:
+    for candidate in (source / name, source / f"{name}.gz", _raw_dir(image_set, source) / name):
         if candidate.is_file():
             return candidate
-    raise DataUnavailable(f"{name} (or {name}.gz) not found in {source}; {HOW_TO_PROVIDE}")
+    raise DataUnavailable(f"{name} (or {name}.gz) not found in {source}; {image_set.how_to_provide}")
 
 
-def _import_file(source_file: Path, target: Path, expected_md5: str) -> None:
+def _import_file(image_set: ImageSet, source_file: Path, target: Path, expected_md5: str) -> None:
     """Decompress into a temporary file, check it, then move it into place atomically.
 
     Reading the source and writing the copy fail with different messages: a full or read-only data
@@ -90,7 +137,7 @@ def _import_file(source_file: Path, target: Path, expected_md5: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     except OSError as exc:
-        raise _cannot_write(target.parent, exc) from None
+        raise _cannot_write(image_set, target.parent, exc) from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -98,18 +145,18 @@ def _import_file(source_file: Path, target: Path, expected_md5: str) -> None:
                 try:
                     out.write(block)
                 except OSError as exc:
-                    raise _cannot_write(target.parent, exc) from None
+                    raise _cannot_write(image_set, target.parent, exc) from None
             try:
                 out.flush()
                 os.fsync(out.fileno())
             except OSError as exc:
-                raise _cannot_write(target.parent, exc) from None
+                raise _cannot_write(image_set, target.parent, exc) from None
         actual = _md5(tmp)
         if actual != expected_md5:
-            raise _mismatch(source_file, actual, expected_md5)
+            raise _mismatch(image_set, source_file, actual, expected_md5)
         os.replace(tmp, target)
     except OSError as exc:  # closing the copy or moving it into place
-        raise _cannot_write(target.parent, exc) from None
+        raise _cannot_write(image_set, target.parent, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -132,61 +179,70 @@ def _decompressed_md5(source_file: Path) -> str:
     return digest.hexdigest()
 
 
-def _mismatch(source_file: Path, actual: str, expected: str) -> DataUnavailable:
+def _mismatch(image_set: ImageSet, source_file: Path, actual: str, expected: str) -> DataUnavailable:
     return DataUnavailable(f"checksum mismatch for {source_file}: decompressed MD5 is {actual}, "
-                           f"expected {expected} (corrupted or not the original MNIST)")
+                           f"expected {expected} (corrupted or not the original {image_set.title})")
 
 
-def _cannot_write(folder: Path, exc: OSError) -> DataUnavailable:
-    return DataUnavailable(f"cannot write the MNIST copy in {folder}: {exc.strerror or exc}; free space there "
-                           f"or set {ROOT_ENV} to a writable folder with about 60 MB free")
+def _cannot_write(image_set: ImageSet, folder: Path, exc: OSError) -> DataUnavailable:
+    return DataUnavailable(f"cannot write the {image_set.title} copy in {folder}: {exc.strerror or exc}; free space "
+                           f"there or set {ROOT_ENV} to a writable folder with about 60 MB free")
 
 
-def _verified(raw: Path) -> dict[str, str]:
+def _verified(image_set: ImageSet, raw: Path) -> dict[str, str]:
     """Per-file MD5s of the files in `raw`; raises if any is missing or altered."""
     sums = {}
-    for name, expected in MNIST_MD5.items():
+    for name, expected in image_set.md5.items():
         path = raw / name
         if not path.is_file():
             raise FileNotFoundError(path)
         actual = _md5(path)
         if actual != expected:
             raise DataUnavailable(f"checksum mismatch for {path}: MD5 is {actual}, expected {expected}; "
-                                  f"delete it and {HOW_TO_PROVIDE}")
+                                  f"delete it and {image_set.how_to_provide}")
         sums[name] = actual
     return sums
 
 
-def prepare_mnist(root: Path | None = None, source: Path | str | None = None) -> Path:
-    """Make `root` hold verified raw MNIST files, importing or downloading what is missing.
+def prepare_images(image_set: ImageSet, root: Path | None = None, source: Path | str | None = None) -> Path:
+    """Make `root` hold verified raw files of `image_set`, importing or downloading what is missing.
 
-    A folder the user names (`source`, else $HW1TRACK_MNIST_DIR) is always checked, also when
+    A folder the user names (`source`, else the set's `source_env`) is always checked, also when
     `root` already holds a good copy: naming a folder that is missing or holds other files must
     fail, not train on the old copy in silence. Without one: the files already in `root`; else
     torchvision's download; else a `DataUnavailable` saying how to provide the files.
     """
     root = Path(root) if root else default_root()
-    raw = _raw_dir(root)
-    source = source or os.environ.get(SOURCE_ENV) or None
+    raw = _raw_dir(image_set, root)
+    source = source or os.environ.get(image_set.source_env) or None
     if source:
         with _no_empty_folders_left(raw):
-            _import_from(Path(source).expanduser(), root)
+            _import_from(image_set, Path(source).expanduser(), root)
         return root
     try:
-        _verified(raw)
+        _verified(image_set, raw)
         return root
     except FileNotFoundError:
         pass
     try:
-        from torchvision.datasets import MNIST
-
-        MNIST(str(root), train=True, download=True)
-        _verified(raw)
+        _torchvision_class(image_set)(str(root), train=True, download=True)
+        _verified(image_set, raw)
     except (RuntimeError, OSError, FileNotFoundError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataUnavailable(f"MNIST is not in {raw} and could not be downloaded ({reason}); "
-                              f"{HOW_TO_PROVIDE}") from None
+        raise DataUnavailable(f"{image_set.title} is not in {raw} and could not be downloaded ({reason}); "
+                              f"{image_set.how_to_provide}") from None
     return root
+
+
+def prepare_mnist(root: Path | None = None, source: Path | str | None = None) -> Path:
+    """`prepare_images` of MNIST."""
+    return prepare_images(MNIST, root, source)
+
+
+def _torchvision_class(image_set: ImageSet) -> type:
+    import torchvision.datasets
+
+    return getattr(torchvision.datasets, image_set.torchvision_class)
 
 
 @contextmanager
@@ -202,7 +258,7 @@ def _no_empty_folders_left(raw: Path) -> Iterator[None]:
         raise
 
 
-def _import_from(source: Path, root: Path) -> None:
+def _import_from(image_set: ImageSet, source: Path, root: Path) -> None:
     """Check every file of `source` and make `root` hold verified copies of them.
 
     Decompressing and hashing a source costs about a second, so a source file
@@ -210,11 +266,11 @@ def _import_from(source: Path, root: Path) -> None:
     not read again (`SOURCES_RECORD` in `root`).
     """
     if not source.is_dir():
-        raise DataUnavailable(f"MNIST folder {source} does not exist; {HOW_TO_PROVIDE}")
-    raw = _raw_dir(root)
-    record = _read_record(root)
-    for name, expected in MNIST_MD5.items():
-        source_file = _find_source_file(source, name)
+        raise DataUnavailable(f"{image_set.title} folder {source} does not exist; {image_set.how_to_provide}")
+    raw = _raw_dir(image_set, root)
+    record = _read_record(image_set, root)
+    for name, expected in image_set.md5.items():
+        source_file = _find_source_file(image_set, source, name)
         key, signature = str(source_file.resolve()), _signature(source_file)
         target = raw / name
         copied = target.is_file() and _md5(target) == expected
@@ -223,11 +279,11 @@ def _import_from(source: Path, root: Path) -> None:
         if copied:
             actual = _decompressed_md5(source_file)
             if actual != expected:
-                raise _mismatch(source_file, actual, expected)
+                raise _mismatch(image_set, source_file, actual, expected)
         else:
-            _import_file(source_file, target, expected)
+            _import_file(image_set, source_file, target, expected)
         record[key] = signature
-    _write_record(root, record)
+    _write_record(image_set, root, record)
 
 
 def _signature(path: Path) -> list[int]:
@@ -235,21 +291,21 @@ def _signature(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _record_path(root: Path) -> Path:
-    return root / "MNIST" / SOURCES_RECORD
+def _record_path(image_set: ImageSet, root: Path) -> Path:
+    return root / image_set.torchvision_class / SOURCES_RECORD
 
 
-def _read_record(root: Path) -> dict[str, list[int]]:
+def _read_record(image_set: ImageSet, root: Path) -> dict[str, list[int]]:
     try:
-        record = json.loads(_record_path(root).read_text())
+        record = json.loads(_record_path(image_set, root).read_text())
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
 
 
-def _write_record(root: Path, record: dict[str, list[int]]) -> None:
+def _write_record(image_set: ImageSet, root: Path, record: dict[str, list[int]]) -> None:
     """Best effort: without the record the next check reads the sources again, nothing worse."""
-    path = _record_path(root)
+    path = _record_path(image_set, root)
     try:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
@@ -258,30 +314,33 @@ def _write_record(root: Path, record: dict[str, list[int]]) -> None:
         pass
 
 
-def dataset_checksum() -> str:
+def dataset_checksum(image_set: ImageSet = MNIST) -> str:
     """One MD5 naming the whole dataset: the hash of the four files' MD5s in a fixed order."""
-    joined = "".join(MNIST_MD5[name] for name in sorted(MNIST_MD5))
-    return hashlib.md5(joined.encode()).hexdigest()
+    return image_set.checksum()
 
 
-def _normalise(images: torch.Tensor) -> torch.Tensor:
-    return ((images.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1).contiguous()
+def _normalise(image_set: ImageSet, images: torch.Tensor) -> torch.Tensor:
+    return ((images.float() / 255.0 - image_set.mean) / image_set.std).unsqueeze(1).contiguous()
 
 
-@functools.lru_cache(maxsize=2)
-def _load_cached(root: str) -> Mnist:
-    from torchvision.datasets import MNIST
+@functools.lru_cache(maxsize=4)
+def _load_cached(image_set: ImageSet, root: str) -> Mnist:
+    dataset = _torchvision_class(image_set)
+    train = dataset(root, train=True, download=False)
+    test = dataset(root, train=False, download=False)
+    return Mnist(_normalise(image_set, train.data), train.targets.long(), _normalise(image_set, test.data),
+                 test.targets.long(), image_set.checksum(), image_set.name)
 
-    train = MNIST(root, train=True, download=False)
-    test = MNIST(root, train=False, download=False)
-    return Mnist(_normalise(train.data), train.targets.long(), _normalise(test.data), test.targets.long(),
-                 dataset_checksum())
+
+def load_images(image_set: ImageSet, root: Path | None = None, source: Path | str | None = None) -> Mnist:
+    """Verified, normalised images of `image_set` on the CPU, read once per process."""
+    root = prepare_images(image_set, root, source)
+    return _load_cached(image_set, str(root))
 
 
 def load_mnist(root: Path | None = None, source: Path | str | None = None) -> Mnist:
-    """Verified, normalised MNIST on the CPU, read once per process."""
-    root = prepare_mnist(root, source)
-    return _load_cached(str(root))
+    """`load_images` of MNIST."""
+    return load_images(MNIST, root, source)
 
 
 def subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
