@@ -6,8 +6,8 @@ metrics (`system/cpu_utilization_percentage`, `system/system_memory_usage_megaby
 ..., and GPU utilisation and memory on CUDA when `nvidia-ml-py` is installed).
 MLflow samples in a thread of its own; a sample costs a few psutil calls and a
 `get_run`, so at one every `SAMPLING_SECONDS` it is far below the noise of a
-training epoch. MLflow's monitor logs only whole sampling intervals, so a run
-shorter than one also gets a last sample when it ends.
+training epoch. MLflow's monitor logs only whole sampling intervals; the
+interval a run ends in is logged here, so a run shorter than one has a sample too.
 
 `HW1TRACK_SYSTEM_METRICS=0` turns them off; MLflow's own
 `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL` changes the interval.
@@ -47,10 +47,9 @@ def recorded(run_id: str, tracking_uri: str) -> Iterator[None]:
         yield
     finally:
         monitor.finish()
-        if monitor._logging_step == 0:  # ended within its first interval: one sample of how it ended
-            try:
-                monitor.collect_metrics()
-                monitor.publish_metrics(monitor.aggregate_metrics())
-                monitor.mlflow_logger.flush()
-            except Exception:  # noqa: BLE001 - system metrics never cost the run its result
-                logging.getLogger(__name__).debug("no last system-metrics sample", exc_info=True)
+        try:  # the monitor drops the interval a run ends in: log it, so a short run has a sample too
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+        except Exception:  # noqa: BLE001 - system metrics never cost the run its result
+            logging.getLogger(__name__).debug("no last system-metrics sample", exc_info=True)
