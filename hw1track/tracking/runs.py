@@ -132,7 +132,7 @@ class TrackedRun:
 
     def log_inputs(self, datasets: Sequence[DatasetInput]) -> None:
         """MLflow dataset inputs (`inputs.SplitInputs`): the UI's Dataset column."""
-        self.client.log_inputs(self.run_id, datasets=list(datasets))
+        inputs.log_inputs(self.client, self.run_id, datasets)
 
     def log_json(self, obj: Any, artifact_path: str) -> None:
         self._log_via_tempfile(artifact_path, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True)))
