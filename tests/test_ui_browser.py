@@ -196,6 +196,62 @@ def test_browser_groups_the_replicates_of_each_configuration(analysed_store, tmp
     assert png_size(shot) == (VIEWPORT["width"], VIEWPORT["height"])
 
 
+def runs_table_column(page: Page, column: str) -> dict[str, str]:
+    """{run name: the text of its cell in `column`}, the table's rows joined on their row index.
+
+    The table draws its pinned columns (Run Name) and the rest in separate
+    containers, so one visual row is two DOM rows with the same aria-rowindex.
+    """
+    rows = page.evaluate("""column => {
+        const cells = {};
+        for (const row of document.querySelectorAll('[role=row]')) {
+            for (const cell of row.querySelectorAll('[col-id]')) {
+                const index = row.getAttribute('aria-rowindex');
+                (cells[index] ??= {})[cell.getAttribute('col-id')] = cell.innerText;
+            }
+        }
+        return Object.values(cells);
+    }""", column)
+    name, wanted = "attributes.`Run Name`", f"attributes.`{column}`"
+    return {row[name].strip().splitlines()[-1]: row[wanted] for row in rows
+            if name in row and wanted in row and row[name] != "Run Name"}
+
+
+@pytest.mark.slow
+def test_browser_shows_what_each_run_trained_on_and_what_started_it(analysed_store, tmp_path):
+    """The runs table's Dataset and Source columns, which MLflow leaves at "-" unless a run logs them.
+
+    Each model names its training and test split (the image set and the digest
+    of the split's bytes); every run, the parent included, names the command
+    that started it, exactly as typed.
+    """
+    reader = StoreReader(f"sqlite:///{analysed_store / 'mlflow.db'}")
+    parent = reader.latest_parent(EXPERIMENT)
+    children = reader.children(parent)
+    splits = {run.info.run_name: {tag.value: entry.dataset.digest for entry in run.inputs.dataset_inputs
+                                  for tag in entry.tags} for run in children}
+    command = " ".join(["hw1track", "run", EXPERIMENT, *TINY])
+
+    with ui_server(tmp_path / "ui.log", cwd=analysed_store) as (url, _), chromium_page() as page:
+        expect.set_options(timeout=TIMEOUT_MS)
+        open_runs_of_experiment(page, url)
+        parent_link = page.get_by_role("link", name=parent.info.run_name, exact=True)
+        page.get_by_role("gridcell").filter(has=parent_link).get_by_role("button").click()
+        for name in splits:
+            expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
+        datasets, sources = runs_table_column(page, "Dataset"), runs_table_column(page, "Source")
+
+    assert set(datasets) == set(sources) == {parent.info.run_name, *splits}
+    assert set(sources.values()) == {command}
+    assert datasets.pop(parent.info.run_name).strip() == "-"  # the parent trains nothing
+    for name, shown in datasets.items():
+        assert set(splits[name]) == {"train", "test"}
+        lines = shown.splitlines()
+        for split, digest in splits[name].items():
+            assert lines[lines.index(f"mnist ({digest})") + 1] == split.capitalize(), (name, shown)
+    assert len({digests["train"] for digests in splits.values()}) == 1  # one training subset for every model
+
+
 def _get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=30) as response:
         return json.load(response)
