@@ -158,7 +158,7 @@ def run(name: str, preset: str, assignments: tuple[str, ...], seed: int | None, 
     many = len(experiments) > 1
     if many:
         _check_keys_exist_somewhere(experiments, assignments)
-    planned = [(e, configs.resolve(e.presets, preset, _settings_for(e, assignments, many))) for e in experiments]
+    planned = [(e, e.config(preset, _settings_for(e, assignments, many))) for e in experiments]
     store = Store(tracking_uri)
     if executor == executors.RAY:
         _check_ray_executor(ray_address, store.uri)

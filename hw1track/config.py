@@ -176,11 +176,20 @@ def apply_overrides(config: Any, assignments: Sequence[str]) -> Any:
     return dataclasses.replace(config, **changes)
 
 
-def resolve(presets: Mapping[str, Any], preset: str, assignments: Sequence[str] = ()) -> Any:
-    """The validated config of `preset` with the command line's overrides applied."""
+def resolve(presets: Mapping[str, Any], preset: str, assignments: Sequence[str] = (),
+            dataset_presets: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
+    """The validated config of `preset` with the command line's overrides applied.
+
+    `dataset_presets` ({dataset: {preset: config}}) holds the presets an image set
+    needs of its own, where a recipe tuned on MNIST does not do its job on it;
+    the overrides, the dataset among them, apply on top of those too.
+    """
     if preset not in presets:
         raise UsageError(f"unknown preset {preset!r} (known: {', '.join(presets)})")
     config = apply_overrides(presets[preset], assignments)
+    own = (dataset_presets or {}).get(getattr(config, "dataset", None), {}).get(preset)
+    if own is not None:
+        config = apply_overrides(own, assignments)
     validate(config)
     return config
 

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from hw1track.config import (IDENTITY, PRESENTATION, SWEEP, apply_overrides, identity_params, resolve, roles, setting,
-                             to_params)
+from hw1track.config import (IDENTITY, PRESENTATION, SWEEP, MnistSplits, apply_overrides, identity_params, resolve,
+                             roles, setting, to_params)
 from hw1track.errors import UsageError
 from runs import part1_1a
 
@@ -58,3 +58,29 @@ def test_a_field_is_part_of_every_model_identity_unless_it_declares_otherwise():
 def test_an_unknown_role_is_refused_where_the_field_is_declared():
     with pytest.raises(ValueError, match="role must be one of identity, sweep, presentation"):
         setting(1, role="cosmetic")
+
+
+@dataclass(frozen=True)
+class Recipe(MnistSplits):
+    epochs: int = 80
+    lr: float = 3e-4
+
+
+RECIPES = {"full": Recipe(), "quick": Recipe(epochs=4)}
+HARDER_SET = {"fashion-mnist": {"full": Recipe(dataset="fashion-mnist", epochs=150)}}
+
+
+@pytest.mark.parametrize("assignments, expected", [
+    ([], ("mnist", 80, 3e-4)),
+    (["dataset=fashion-mnist"], ("fashion-mnist", 150, 3e-4)),  # the set's own preset
+    (["dataset=fashion-mnist", "epochs=90", "lr=1e-3"], ("fashion-mnist", 90, 1e-3)),  # the user still wins
+    (["epochs=90", "dataset=fashion-mnist"], ("fashion-mnist", 90, 3e-4)),  # in whatever order
+])
+def test_an_image_set_can_have_its_own_preset(assignments, expected):
+    config = resolve(RECIPES, "full", assignments, HARDER_SET)
+    assert (config.dataset, config.epochs, config.lr) == expected
+
+
+def test_an_image_set_without_its_own_preset_takes_mnists():
+    config = resolve(RECIPES, "quick", ["dataset=fashion-mnist"], HARDER_SET)
+    assert (config.dataset, config.epochs) == ("fashion-mnist", 4)

@@ -1,5 +1,6 @@
 """part1_3a: shuffled training labels, training until memorised, the random-vs-true figure over seeds, and claims."""
 
+import dataclasses
 import json
 import math
 
@@ -13,6 +14,7 @@ from mlflow.entities import Metric, Param, Run, RunData
 from analysis import part1_3a as analysis
 from hw1track.stats.claims import VERDICTS, verdict
 from hw1track.stats.intervals import mean_interval
+from hw1track.study.discovery import get_experiment
 from hw1track.tracking.query import StoreReader
 from hw1track.training.data import load_mnist, subset
 from hw1track.training.evaluation import evaluate
@@ -264,3 +266,12 @@ def test_annealed_learning_rate_follows_a_cosine_to_zero_over_the_epochs():
     expected = {epoch: lr * (1 + math.cos(math.pi * (epoch - 1) / epochs)) / 2 for epoch in range(1, epochs + 1)}
     assert sink.metrics["lr"] == pytest.approx(expected)
     assert sink.metrics["lr"][1] == lr and sink.metrics["lr"][epochs] < lr / 5
+
+
+def test_fashion_mnist_memorises_on_a_longer_cosine_and_mnist_keeps_its_recipe():
+    experiment = get_experiment("part1_3a")
+    mnist, fashion = experiment.config("full"), experiment.config("full", ["dataset=fashion-mnist"])
+    assert (mnist.dataset, mnist.max_epochs) == ("mnist", 80)
+    assert (fashion.dataset, fashion.max_epochs) == ("fashion-mnist", 150)
+    assert dataclasses.replace(fashion, dataset="mnist", max_epochs=80) == mnist  # nothing else differs
+    assert experiment.config("full", ["dataset=fashion-mnist", "max_epochs=60"]).max_epochs == 60

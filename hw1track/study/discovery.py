@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from hw1track.config import resolve
 from hw1track.errors import UsageError
 
 
@@ -29,6 +30,15 @@ class Experiment:
     @property
     def presets(self) -> Mapping[str, Any]:
         return self.module.PRESETS
+
+    @property
+    def dataset_presets(self) -> Mapping[str, Mapping[str, Any]]:
+        """{dataset: {preset: config}} (DATASET_PRESETS): an image set's own presets, where MNIST's fail on it."""
+        return getattr(self.module, "DATASET_PRESETS", {})
+
+    def config(self, preset: str, assignments: Sequence[str] = ()) -> Any:
+        """The validated config of `preset` for the dataset the assignments choose, with the assignments applied."""
+        return resolve(self.presets, preset, assignments, self.dataset_presets)
 
     @property
     def threads(self) -> int | None:
