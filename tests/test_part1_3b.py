@@ -1,5 +1,6 @@
 """part1_3b: a sweep over the dense width only, with P over two decades, and figures against P."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ from scipy import stats
 from analysis import part1_3b as analysis
 from hw1track.reporting.plotting import seeds_text
 from hw1track.stats.claims import INCONCLUSIVE, from_json
+from hw1track.study.discovery import get_experiment
 from hw1track.tracking.names import CLAIMS_ARTIFACT, METRIC_EPOCHS_TRAINED, METRIC_STOPPED_BY_RULE
 from hw1track.tracking.query import by_group, replicate
 from hw1track.training.data import load_mnist, subset
@@ -234,3 +236,11 @@ def test_pooling_before_the_relu_trains_the_textbook_cnn_bit_for_bit():
     assert finals[0] == finals[1] and finals[0]["train_loss"] < math.log(10)
     for key, value in weights[0].items():
         assert torch.equal(value, weights[1][key]), key
+
+
+def test_fashion_mnist_caps_the_stopping_rule_later_and_mnist_keeps_its_cap():
+    experiment = get_experiment("part1_3b")
+    mnist, fashion = experiment.config("full"), experiment.config("full", ["dataset=fashion-mnist"])
+    assert (mnist.epochs, fashion.epochs, fashion.dataset) == (30, 45, "fashion-mnist")
+    assert dataclasses.replace(fashion, dataset="mnist", epochs=30) == mnist  # nothing else differs
+    assert experiment.config("quick", ["dataset=fashion-mnist"]).epochs == experiment.config("quick").epochs
