@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 from mlflow.entities import Run
 
-from hw1track.reporting.plotting import limit_to_lines, plot_band, seeds_text, subplots
+from hw1track.reporting.plotting import dataset_title, limit_to_lines, plot_band, seeds_text, subplots
 from hw1track.tracking.query import StoreReader, by_group
 
 # Minibatch values scatter with the sampled batch; a running mean over about 1 % of the
@@ -48,6 +48,11 @@ def _panel(ax, history: pd.DataFrame, key: str, run_ids: list[str], color: str, 
     ax.legend(loc="upper right")
 
 
+def _trained_on(run: Run) -> str:
+    """sinc, or the image set the DNN trained on (its `data` param says only that it was images)."""
+    return run.data.params["data"] if run.data.params["data"] == "sinc" else dataset_title(run)
+
+
 def figures(reader: StoreReader, parent: Run) -> dict:
     children = reader.children(parent)
     history = reader.history(children, ["loss", "grad_norm"])
@@ -62,8 +67,9 @@ def figures(reader: StoreReader, parent: Run) -> dict:
         fig, (top, bottom) = subplots(2, 1, width=8.0, height=3.2, sharex=True)
         _panel(top, history, "loss", run_ids, "tab:blue", "loss", smooth=not full_batch)
         top.set(ylabel=f"{loss_name} (log scale)",
-                title=f"{params['data']}: DNN {params['widths']} (P={params['n_params']}), Adam lr={params['lr']}, "
-                      f"{batch}, {seeds_text(len(runs))}\nloss and gradient norm of every update")
+                title=f"{_trained_on(runs[0])}: DNN {params['widths']} (P={params['n_params']}), "
+                      f"Adam lr={params['lr']}, {batch}\n"
+                      f"loss and gradient norm of every update, {seeds_text(len(runs))}")
         _panel(bottom, history, "grad_norm", run_ids, "tab:red", "‖∇L‖", smooth=not full_batch)
         bottom.set(xlabel="iteration (parameter update)", ylabel="gradient norm ‖∇L‖₂ (log scale)")
         figures[f"grad_norm_{params['data']}"] = fig

@@ -40,7 +40,7 @@ def figures(reader: StoreReader, parent: Run) -> dict:
     n_seeds = max(len(runs) for runs in groups)
     first = groups[0][0].data.params
     recipe = (f"CNN conv {first['channels']} + one dense layer; Adam {first['lr']}, batch {first['batch_size']}, "
-              f"{_budget(first)} on {first['n_train']} training images")
+              f"{first['n_train']} training images\n{_budget(first)}")
     figures = {}
     for metric, axis_label, scale in (("loss", "cross-entropy", "log"), ("acc", "accuracy", "linear")):
         fig, ax = subplots(width=8.0, height=4.8)
@@ -67,8 +67,8 @@ def figures(reader: StoreReader, parent: Run) -> dict:
 def _budget(params) -> str:
     """The training length the params describe: a stopping rule with its cap, or a fixed number of epochs."""
     if int(params.get("plateau_window", 0)) > 0:
-        return (f"until train loss levels off: gains < {float(params['plateau_fraction']):g} x initial over "
-                f"{params['plateau_window']} epochs and is that close to its best (cap {params['epochs']})")
+        return (f"until train loss levels off: gains < {float(params['plateau_fraction']):g} × initial over "
+                f"{params['plateau_window']} epochs, within that of its best (cap {params['epochs']})")
     return f"{params['epochs']} epochs"
 
 

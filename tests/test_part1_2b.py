@@ -121,6 +121,9 @@ def test_one_seed_figures_are_plain_curves(store_uri, reader):
                                              "train_size=256", "test_size=100", seeds=1))
     figures = analysis.figures(reader, parent)
     assert set(figures) == {"grad_norm_sinc", "grad_norm_mnist"}
+    # the DNN's title names the image set it trained on (Fashion-MNIST's says so), the function fit its target
+    assert figures["grad_norm_mnist"].axes[0].get_title().startswith("MNIST: DNN 784-500-50-10")
+    assert figures["grad_norm_sinc"].axes[0].get_title().startswith("sinc: DNN 1-500-1")
     for figure in figures.values():
         top, bottom = figure.axes
         assert "1 seed (no spread)" in top.get_title()

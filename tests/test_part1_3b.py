@@ -186,7 +186,7 @@ def test_without_a_window_every_width_trains_the_fixed_epochs(store_uri, reader)
     assert METRIC_EPOCHS_TRAINED not in child.data.metrics
     figures = analysis.figures(reader, parent)
     assert set(figures) == {"loss_vs_params", "accuracy_vs_params"}
-    assert "2 epochs on 300" in figures["loss_vs_params"].axes[0].get_title()
+    assert figures["loss_vs_params"].axes[0].get_title().endswith("300 training images\n2 epochs")
 
 
 def _per_seed(children) -> list[list]:
