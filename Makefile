@@ -8,7 +8,7 @@ HW1TRACK_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 HW1TRACK_FASHION_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/fashion-mnist))
 export HW1TRACK_MNIST_DIR HW1TRACK_FASHION_MNIST_DIR
 
-.PHONY: setup browser demo full test ui bench bench-replicates clean-store
+.PHONY: setup browser demo full test ui bench bench-replicates bench-study clean-store
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: setup  ## hw1track vs a notebook-style reference, W1-W4 side by side, int
 PRESET ?= quick
 bench-replicates: setup  ## each experiment at --seeds 1 vs --seeds k, side by side, into BENCHMARKS_REPLICATES.md
 	$(BIN)/python benchmarks/replicates.py --preset $(PRESET)
+
+EXECUTOR ?= local
+bench-study: setup  ## the whole study as one run all (PRESET, EXECUTOR=local|ray): wall time and each experiment's span, into BENCHMARKS_STUDY.md
+	$(BIN)/python benchmarks/study_time.py --preset $(PRESET) --executor $(EXECUTOR)
 
 clean-store:  ## delete the local tracking store (database and artifacts)
 	rm -rf mlflow.db mlruns figures

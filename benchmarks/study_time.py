@@ -1,7 +1,7 @@
 """How long the whole study takes: one `hw1track run all`, in-process or through a Ray cluster on this machine.
 
     .venv/bin/python benchmarks/study_time.py [--preset full] [--seeds 3] [--executor local|ray]
-                                              [--keep-store DIR] [--out BENCHMARKS_STUDY.md]
+                                              [--experiment all] [--keep-store DIR] [--out BENCHMARKS_STUDY.md]
 
 The seeds issue's budget is the full study at its default 3 seeds in at most 45 minutes on a 2-core
 machine whose sgemm peak is about 400 GFLOP/s. Machines of this kind differ (the AMD EPYC ones measure
@@ -47,9 +47,9 @@ BUDGET_SECONDS, BUDGET_PEAK = 45 * 60, 400.0  # the seeds issue's budget, and th
 SGEMM_SIZE = 2048
 
 
-def run_all(preset: str, seeds: int, executor: str, where: Path, env: dict[str, str]) -> float:
-    """Seconds of `hw1track run all` logging to `where`/mlflow.db; raises if it fails."""
-    command = [*hw1track_command(), "run", "all", "--preset", preset, "--seeds", str(seeds),
+def timed_run(experiment: str, preset: str, seeds: int, executor: str, where: Path, env: dict[str, str]) -> float:
+    """Seconds of `hw1track run <experiment>` logging to `where`/mlflow.db; raises if it fails."""
+    command = [*hw1track_command(), "run", experiment, "--preset", preset, "--seeds", str(seeds),
                "--executor", executor, "--tracking-uri", f"sqlite:///{where / 'mlflow.db'}"]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=where, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -60,11 +60,11 @@ def run_all(preset: str, seeds: int, executor: str, where: Path, env: dict[str, 
     return seconds
 
 
-def breakdown(uri: str) -> list[tuple[str, float, int]]:
+def breakdown(uri: str, experiments: list[str]) -> list[tuple[str, float, int]]:
     """Per experiment: its parent's span (s) and how many models it trained."""
     store = StoreReader(uri)
     rows = []
-    for name in discover():
+    for name in experiments:
         (parent,) = store.parents(name)
         children = store.children(parent)
         trained = [run for run in children if run.data.tags.get(TAG_ROLE) == "child"]
@@ -74,14 +74,16 @@ def breakdown(uri: str) -> list[tuple[str, float, int]]:
 
 def report(args, wall: float, rows: list[tuple[str, float, int]], peak: float, loads: tuple[float, float]) -> str:
     projected = wall * peak / BUDGET_PEAK
-    budgeted = args.preset == "full" and args.seeds == default_seeds("full")
+    budgeted = args.experiment == "all" and args.preset == "full" and args.seeds == default_seeds("full")
     verdict = (f", {'within' if projected <= BUDGET_SECONDS else 'over'} the budget of {BUDGET_SECONDS // 60} min"
                if budgeted else "")
     lines = [
-        f"## The {args.preset} study, seeds {args.seeds}, executor {args.executor}",
+        f"## {'The' if args.experiment == 'all' else args.experiment + ' of the'} {args.preset} study, "
+        f"seeds {args.seeds}, executor {args.executor}",
         "",
         f"Measured {datetime.now():%Y-%m-%d %H:%M} with `python benchmarks/study_time.py --preset {args.preset} "
-        f"--seeds {args.seeds} --executor {args.executor}`: one `hw1track run all` in a fresh working directory "
+        f"--seeds {args.seeds} --executor {args.executor} --experiment {args.experiment}`: one "
+        f"`hw1track run {args.experiment}` in a fresh working directory "
         "and SQLite store, start-up included.",
         "",
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; torch {torch.__version__}, "
@@ -106,11 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", choices=("quick", "full"), default="full")
     parser.add_argument("--seeds", type=int, default=None, help="replicates (default: the preset's)")
     parser.add_argument("--executor", choices=("local", "ray"), default="local")
+    parser.add_argument("--experiment", default="all", help="one experiment instead of the study (a shorter check)")
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS_STUDY.md")
     parser.add_argument("--keep-store", type=Path, default=None, metavar="DIR",
                         help="log into DIR/mlflow.db and keep it (DIR must not hold a store yet)")
     args = parser.parse_args(argv)
     args.seeds = args.seeds or default_seeds(args.preset)
+    known = list(discover())
+    if args.experiment != "all" and args.experiment not in known:
+        parser.error(f"unknown experiment {args.experiment} (known: {', '.join(known)})")
     if args.keep_store is not None and (args.keep_store / "mlflow.db").exists():
         parser.error(f"{args.keep_store} already holds a store: its runs would be reused, not timed")
 
@@ -125,8 +131,8 @@ def main(argv: list[str] | None = None) -> None:
                "RAY_USAGE_STATS_ENABLED": "0"}
         if env.get(SOURCE_ENV):
             load_mnist(Path(env[ROOT_ENV]), env[SOURCE_ENV])  # imported once, before the clock starts
-        wall = run_all(args.preset, args.seeds, args.executor, where, env)
-        rows = breakdown(f"sqlite:///{where / 'mlflow.db'}")
+        wall = timed_run(args.experiment, args.preset, args.seeds, args.executor, where, env)
+        rows = breakdown(f"sqlite:///{where / 'mlflow.db'}", known if args.experiment == "all" else [args.experiment])
     text = report(args, wall, rows, peak, (load_before, os.getloadavg()[0]))
     print()
     print(text)

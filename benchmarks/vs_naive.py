@@ -11,7 +11,9 @@ W2  part1_2c: the 1-10-10-10-1 net (P = 251) from M seeds, a fixed number of ful
     float64 Hessian, its eigenvalues and the summary metrics.
 W3  part1_3b: one epoch of the widest CNN (dense 1000, P = 1,579,090) at batch 128, evaluated as in W1.
 W4  part1_2b: the 1-500-1 sinc fit, full batch, logging loss and grad_norm at every iteration and the
-    train loss after it (3 values per iteration): tracked in a real SQLite store vs the same fit with
+    train loss after it (3 values per iteration): tracked in a real SQLite store, with the machine's
+    system metrics sampled as in every `hw1track run` (`HW1TRACK_SYSTEM_METRICS=0` turns them off), vs
+    the same fit with
     logging disabled (the tracking overhead, at --threads and at each of --w4-threads: the metric
     writer process needs a core that training leaves free), and vs the notebook's one `log_metric`
     call per value.
@@ -61,6 +63,7 @@ from hw1track.study.context import Member, RunContext
 from hw1track.training.targets import sample_target
 from hw1track.training.models import cnn, mlp, n_params
 from hw1track.training.threads import intra_op_threads
+from hw1track.tracking import system_metrics
 from hw1track.tracking.runs import parent_run
 from hw1track.tracking.store import Store
 from hw1track.training.fit import fit
@@ -422,6 +425,9 @@ def w4(scale: Scale, stores: Stores, args) -> list[Result]:
     their_rows = stored_rows(reference_uri)
     same_steps("W4", their_steps, ours.steps[1])
     print(f"  W4 metric rows stored: reference {their_rows:,}, hw1track {our_rows:,}")
+    # the tracked side's parent run samples the machine as every `hw1track run` does, unless switched off
+    monitor = (f"system metrics on, a sample every {system_metrics.SAMPLING_SECONDS:g} s" if system_metrics.enabled()
+               else f"system metrics off ({system_metrics.SWITCH_ENV}=0)")
     rows = []
     for t, overhead in overheads.items():
         met = "met" if overhead.percent <= OVERHEAD_TARGET_PERCENT else "missed"
@@ -430,7 +436,7 @@ def w4(scale: Scale, stores: Stores, args) -> list[Result]:
             f"hw1track with logging disabled)", *overhead.steps, min(overhead.disabled), min(overhead.tracked),
             f"≤ {OVERHEAD_TARGET_PERCENT:g} %: {met}",
             f"overhead {overhead.percent:+.1f} % wall, {overhead.cpu_percent:+.1f} % CPU time of the training "
-            f"process; {our_rows:,} rows; best of {args.repeats}"))
+            f"process; {our_rows:,} rows; {monitor}; best of {args.repeats}"))
     rows.append(Result(f"W4 part1_2b sinc, {iterations:,} iterations, {threads} thread(s): tracked, reference = "
                        f"one log_metric per value", their_steps, ours.steps[1], theirs, min(ours.tracked), "—",
                        f"{their_rows:,} / {our_rows:,} rows stored"))

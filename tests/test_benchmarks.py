@@ -6,6 +6,8 @@ import sys
 import pytest
 from conftest import REPO
 
+from hw1track.tracking.query import StoreReader
+
 COLUMNS = ["reference (s)", "hw1track (s)", "ratio", "steps (reference / hw1track)"]
 
 
@@ -75,3 +77,23 @@ def test_ray_overhead_benchmark_times_each_comparison_on_both_paths(tmp_path):
     assert float(rows[2][1].removeprefix("1 CPU: ")) > 0 and float(rows[2][2].removeprefix("2 CPUs: ")) > 0
     assert "with `--set epochs=1 --set train_size=600" in rows[1][0]  # a shortened preset says so
     assert "sgemm peak" in text and "load average before" in text and "load average after" in text
+
+
+@pytest.mark.slow
+def test_study_time_benchmark_reads_each_experiments_span_back_from_the_store_it_timed(tmp_path):
+    out, kept = tmp_path / "BENCHMARKS_STUDY.md", tmp_path / "kept"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "study_time.py"), "--preset", "quick",
+                           "--seeds", "1", "--experiment", "part1_3c_i", "--keep-store", str(kept),
+                           "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|")][2:]
+    assert [row[0] for row in rows] == ["part1_3c_i", "**all**"]
+    span, wall = float(rows[0][1]), float(rows[1][1].removesuffix(" (wall)"))
+    assert 0 < span < wall  # the parent's span lies within the command's wall time
+    store = StoreReader(f"sqlite:///{kept / 'mlflow.db'}")
+    (parent,) = store.parents("part1_3c_i")
+    assert int(rows[0][2]) == len(store.children(parent)) > 0
+    assert "sgemm peak" in text and "scaled to a 400 GFLOP/s machine" in text
+    assert "budget" not in text  # the 45-minute budget is the full study's at 3 seeds, not judged on a part of it
