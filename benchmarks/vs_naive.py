@@ -13,10 +13,9 @@ W3  part1_3b: one epoch of the widest CNN (dense 1000, P = 1,579,090) at batch 1
 W4  part1_2b: the 1-500-1 sinc fit, full batch, logging loss and grad_norm at every iteration and the
     train loss after it (3 values per iteration): tracked in a real SQLite store, with the machine's
     system metrics sampled as in every `hw1track run` (`HW1TRACK_SYSTEM_METRICS=0` turns them off), vs
-    the same fit with
-    logging disabled (the tracking overhead, at --threads and at each of --w4-threads: the metric
-    writer process needs a core that training leaves free), and vs the notebook's one `log_metric`
-    call per value.
+    the same fit with logging disabled (the tracking overhead, at --threads and at each of --w4-threads:
+    the metric writer process needs a core that training leaves free), and vs the notebook's one
+    `log_metric` call per value.
 
 hw1track's side calls the functions the run modules use (train.fit, batched.minimise, curvature, the
 tracking classes); the reference side is naive_reference.py. Both sides start from the same initial
