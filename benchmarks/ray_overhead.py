@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from replicates import hw1track_command  # noqa: E402
+from replicates import hw1track_command, publish  # noqa: E402
 from vs_naive import cpu_model, sgemm_gflops  # noqa: E402
 
 from hw1track.training.data import ROOT_ENV, SOURCE_ENV, load_mnist  # noqa: E402
@@ -206,10 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{' (2 CPUs: the time of (a))' if cores == 2 else ''} |",
         "",
     ])
-    print()
-    print(text)
-    args.out.write_text(text)
-    print(f"written to {args.out}")
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

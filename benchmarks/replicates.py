@@ -51,6 +51,14 @@ def hw1track_command() -> list[str]:
     return [str(beside)] if beside.exists() else [shutil.which("hw1track") or "hw1track"]
 
 
+def publish(text: str, out: Path) -> None:
+    """Show the report and keep it in `out`, the file the README points at."""
+    print()
+    print(text)
+    out.write_text(text)
+    print(f"written to {out}")
+
+
 def timed_run(experiment: str, preset: str, seeds: int, env: dict[str, str], kept: Path | None = None) -> float:
     """Seconds of one `hw1track run` in a fresh working directory and store (or in `kept`, a folder that
     stays); raises if it fails."""
@@ -157,10 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: seeds=1 {best[1]:.1f} s, seeds={args.seeds_k} {best[args.seeds_k]:.1f} s, "
                   f"ratio {best[args.seeds_k] / best[1]:.2f}, load {os.getloadavg()[0]:.2f}", flush=True)
     text = report(times, args, (load_before, os.getloadavg()[0]), peak, time.perf_counter() - started)
-    print()
-    print(text)
-    args.out.write_text(text)
-    print(f"written to {args.out}")
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from replicates import hw1track_command  # noqa: E402
+from replicates import hw1track_command, publish  # noqa: E402
 from vs_naive import cpu_model, sgemm_gflops  # noqa: E402
 
 from hw1track.study.discovery import discover  # noqa: E402
@@ -134,10 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         wall = timed_run(args.experiment, args.preset, args.seeds, args.executor, where, env)
         rows = breakdown(f"sqlite:///{where / 'mlflow.db'}", known if args.experiment == "all" else [args.experiment])
     text = report(args, wall, rows, peak, (load_before, os.getloadavg()[0]))
-    print()
-    print(text)
-    args.out.write_text(text)
-    print(f"written to {args.out}")
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

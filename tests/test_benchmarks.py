@@ -97,3 +97,14 @@ def test_study_time_benchmark_reads_each_experiments_span_back_from_the_store_it
     assert int(rows[0][2]) == len(store.children(parent)) > 0
     assert "sgemm peak" in text and "scaled to a 400 GFLOP/s machine" in text
     assert "budget" not in text  # the 45-minute budget is the full study's at 3 seeds, not judged on a part of it
+
+
+def test_system_metrics_cost_benchmark_samples_only_with_the_monitor_on(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "system_metrics_cost.py"), "--seconds", "2",
+                           "--rounds", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    on, off, summary = done.stdout.strip().splitlines()[-3:]
+    # a run shorter than one interval still gets the sample of the interval it ends in; with the monitor off, none
+    assert on.startswith("monitor on ") and not on.endswith(" 0 samples")
+    assert off.startswith("monitor off") and off.endswith(" 0 samples")
+    assert summary.startswith("the monitor's CPU time:") and "% of one core" in summary
