@@ -80,23 +80,37 @@ def test_ray_overhead_benchmark_times_each_comparison_on_both_paths(tmp_path):
 
 
 @pytest.mark.slow
-def test_study_time_benchmark_reads_each_experiments_span_back_from_the_store_it_timed(tmp_path):
+def test_study_time_benchmark_reads_each_experiments_span_back_from_the_stores_it_timed(tmp_path):
     out, kept = tmp_path / "BENCHMARKS_STUDY.md", tmp_path / "kept"
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "study_time.py"), "--preset", "quick",
-                           "--seeds", "1", "--experiment", "part1_3c_i", "--keep-store", str(kept),
+                           "--seeds", "1,2", "--experiment", "part1_3c_i", "--keep-store", str(kept),
                            "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
             if line.startswith("|")][2:]
     assert [row[0] for row in rows] == ["part1_3c_i", "**all**"]
-    span, wall = float(rows[0][1]), float(rows[1][1].removesuffix(" (wall)"))
-    assert 0 < span < wall  # the parent's span lies within the command's wall time
-    store = StoreReader(f"sqlite:///{kept / 'mlflow.db'}")
-    (parent,) = store.parents("part1_3c_i")
-    assert int(rows[0][2]) == len(store.children(parent)) > 0
+    spans, walls = [float(rows[0][1]), float(rows[0][3])], [float(rows[1][i].removesuffix(" (wall)")) for i in (1, 3)]
+    for seeds, span, wall, models in zip((1, 2), spans, walls, (rows[0][2], rows[0][4])):
+        assert 0 < span < wall  # the parent's span lies within the command's wall time
+        store = StoreReader(f"sqlite:///{kept / f'seeds-{seeds}' / 'mlflow.db'}")  # each seed count its own store
+        (parent,) = store.parents("part1_3c_i")
+        assert int(models) == len(store.children(parent)) > 0
+    assert int(rows[0][4]) == 2 * int(rows[0][2])  # the second seed count trained twice the models
+    # in-process the spans follow one another, so the experiment has a ratio of its own, beside the wall times'
+    ratios = [float(row[5].removesuffix(" ×")) for row in rows]  # from unrounded times; the cells are rounded
+    assert ratios == pytest.approx([spans[1] / spans[0], walls[1] / walls[0]], rel=0.03)
+    assert f"seeds 2 ÷ seeds 1: {walls[1]:.0f} s ÷ {walls[0]:.0f} s" in text
     assert "sgemm peak" in text and "scaled to a 400 GFLOP/s machine" in text
-    assert "budget" not in text  # the 45-minute budget is the full study's at 3 seeds, not judged on a part of it
+    assert "budget" not in text and "target" not in text  # both targets are the full study's, not a part's
+
+
+def test_study_time_benchmark_refuses_seed_counts_it_cannot_time(tmp_path):
+    for bad in ("0", "3,3", "one"):
+        done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "study_time.py"), "--seeds", bad],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert "--seeds" in done.stderr.splitlines()[-1]
 
 
 def test_system_metrics_cost_benchmark_samples_only_with_the_monitor_on(tmp_path):
