@@ -28,6 +28,9 @@ def test_vs_naive_quick_writes_a_table_with_both_sides_and_equal_steps(tmp_path)
         reference_steps, hw1track_steps = (int(n.replace(",", "")) for n in row["steps (reference / hw1track)"].split("/"))
         assert reference_steps == hw1track_steps > 0
     assert "sgemm peak" in rows[0]["notes"] and "GFLOP/s" in rows[0]["notes"]
+    # the overhead row also accounts tracking's own time inside the tracked run: starting, logging, ending
+    accounted = rows[1]["notes"].split("accounted inside the tracked runs (median): ")[1].split(" %")[0]
+    assert float(accounted) > 0
 
 
 def test_metric_rows_benchmark_stores_the_same_rows_on_every_path(tmp_path):
