@@ -60,7 +60,7 @@ def figures(reader: StoreReader, parent: Run) -> dict:
         ax.legend(title="full-set evaluation")
         figures["loss_vs_params" if metric == "loss" else "accuracy_vs_params"] = fig
     if all(METRIC_EPOCHS_TRAINED in run.data.metrics for runs in groups for run in runs):
-        figures["epochs_vs_params"] = _stopping_epochs(groups, sizes, widths, n_seeds, first)
+        figures["epochs_vs_params"] = _stopping_epochs(groups, sizes, widths, n_seeds, first, dataset_title(parent))
     return figures
 
 
@@ -72,7 +72,8 @@ def _budget(params) -> str:
     return f"{params['epochs']} epochs"
 
 
-def _stopping_epochs(groups: list[list[Run]], sizes: list[int], widths: list[str], n_seeds: int, first) -> Figure:
+def _stopping_epochs(groups: list[list[Run]], sizes: list[int], widths: list[str], n_seeds: int, first,
+                     image_set: str) -> Figure:
     """Each model's last trained epoch against P: filled where the rule stopped it, hollow where the cap did."""
     fig, ax = subplots(width=8.0, height=4.2)
     for runs, size in zip(groups, sizes):
@@ -87,7 +88,7 @@ def _stopping_epochs(groups: list[list[Run]], sizes: list[int], widths: list[str
     ax.plot([], [], "--", color="grey", label=f"cap ({cap} epochs)")
     ax.set(xscale="log", ylim=(0, cap * 1.08), xlabel="number of parameters P (log scale)",
            ylabel="epochs trained",
-           title=f"Where each width stopped, {seeds_text(n_seeds)} per width (one marker per seed)\n"
+           title=f"{image_set}: where each width stopped, {seeds_text(n_seeds)} per width (one marker per seed)\n"
                  f"{_budget(first)}")
     _label_widths(ax, sizes, widths)
     ax.legend(loc="lower right")

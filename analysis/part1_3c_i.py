@@ -68,7 +68,8 @@ def figures(reader: StoreReader, parent: Run) -> dict:
     """The interpolation curves of both pairs, and the loss surfaces of invocations that logged them."""
     drawn = {"interpolation": _interpolation_figure(reader, parent)}
     if LOSS_SURFACE_ARTIFACT in reader.artifacts(parent):
-        drawn["loss_surface"] = _surface_figure(pd.read_csv(reader.download(parent, LOSS_SURFACE_ARTIFACT)))
+        drawn["loss_surface"] = _surface_figure(pd.read_csv(reader.download(parent, LOSS_SURFACE_ARTIFACT)),
+                                                dataset_title(parent))
     return drawn
 
 
@@ -138,7 +139,7 @@ def _draw_pair(loss_ax, curve: pd.DataFrame, endpoints: list[Run], pair: str, n_
     return accuracy_ax
 
 
-def _surface_figure(surface: pd.DataFrame):
+def _surface_figure(surface: pd.DataFrame, image_set: str):
     """The loss around each solution, side by side on one logarithmic colour scale with the same levels."""
     solutions = list(dict.fromkeys(surface.solution))
     positive = surface.train_loss[surface.train_loss > 0]
@@ -164,10 +165,10 @@ def _surface_figure(surface: pd.DataFrame):
                        ticks=_ticks(levels), format="%.3g")
     bar.minorticks_off()
     replicates = sorted(surface[PARAM_REPLICATE].unique())
-    fig.suptitle("Training loss on a plane of two random filter-normalised directions around each solution "
-                 "(Li et al. 2018)\na step of 1 moves every neuron by its own weight norm; the same draw and the "
-                 f"same examples for both\nreplicate {', '.join(map(str, replicates))} of the shared-initialisation "
-                 f"pair: {seeds_text(len(replicates))}", fontsize=11)
+    fig.suptitle(f"{image_set} training loss on a plane of two random filter-normalised directions around each "
+                 "solution (Li et al. 2018)\na step of 1 moves every neuron by its own weight norm; the same draw "
+                 f"and the same examples for both\nreplicate {', '.join(map(str, replicates))} of the "
+                 f"shared-initialisation pair: {seeds_text(len(replicates))}", fontsize=11)
     return fig
 
 

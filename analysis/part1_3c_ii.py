@@ -107,11 +107,12 @@ def figures(reader: StoreReader, parent: Run) -> dict:
 
     fig.suptitle(f"{dataset_title(parent)} MLP, same epochs for every batch size, {seeds_text(n_seeds)} each "
                  f"(updates per model: {updates})", fontsize=9)
-    drawn = {"batch_size": fig, "curvature": _curvature_figure(final, n_seeds, updates),
-             "hessian_density": _density_figure(reader, children, n_seeds)}
+    image_set = dataset_title(parent)
+    drawn = {"batch_size": fig, "curvature": _curvature_figure(final, n_seeds, updates, image_set),
+             "hessian_density": _density_figure(reader, children, n_seeds, image_set)}
     equal = _final_values(children, EQUAL_UPDATES)
     if not equal.empty:
-        drawn["equal_updates"] = _equal_updates_figure(equal, n_seeds)
+        drawn["equal_updates"] = _equal_updates_figure(equal, n_seeds, image_set)
     return drawn
 
 
@@ -119,21 +120,21 @@ def _updates_text(final: pd.DataFrame) -> str:
     return ", ".join(f"{b}: {int(u)}" for b, u in final.groupby("batch_size").n_updates.first().items())
 
 
-def _equal_updates_figure(equal: pd.DataFrame, n_seeds: int):
+def _equal_updates_figure(equal: pd.DataFrame, n_seeds: int, image_set: str):
     """The second arm: every batch size with about the same number of updates, so that batch size is the only
     difference. The final training loss shows whether the models sit at comparable losses."""
     fig, axes = subplots(1, 3, width=6.2, height=3.8)
     panels = (("train_loss", "final training cross-entropy (nats)", "tab:blue"),
-              (SHARPNESS_CLAIMED, "sharpness φ_ε, ε = 1e-3 (% rise of training loss)", "tab:red"),
+              (SHARPNESS_CLAIMED, "sharpness φ_ε, ε = 1e-3 (% rise of loss)", "tab:red"),
               ("lambda_max", "Hessian λ_max (Lanczos)", "tab:purple"))
     for ax, (key, label, color) in zip(axes, panels):
         _log_log_panel(ax, equal, key, color, legend="geometric", ylabel=label)
-    fig.suptitle(f"Equal updates for every batch size, same learning rate, {seeds_text(n_seeds)} each "
+    fig.suptitle(f"{image_set} MLP, equal updates for every batch size, same learning rate, {seeds_text(n_seeds)} each "
                  f"(updates per model: {_updates_text(equal)})", fontsize=9)
     return fig
 
 
-def _density_figure(reader: StoreReader, children: list[Run], n_seeds: int):
+def _density_figure(reader: StoreReader, children: list[Run], n_seeds: int, image_set: str):
     """The Hessian's eigenvalue density of the smallest- and the largest-batch models, one line per seed.
 
     Each seed's SLQ nodes are spread by a Gaussian a 200th of the plotted range wide; the y axis is
@@ -164,7 +165,7 @@ def _density_figure(reader: StoreReader, children: list[Run], n_seeds: int):
     ax.legend(unique.values(), [f"{label} ({seeds_text(n_seeds)}, one line each)" for label in unique], fontsize=7)
     ax.set(yscale="log", ylim=(1e-6, None), xlabel="Hessian eigenvalue λ of the training cross-entropy",
            ylabel="density of eigenvalues (1 / unit of λ)",
-           title="Hessian eigenvalue density (SLQ), smallest vs largest batch")
+           title=f"{image_set} MLP: Hessian eigenvalue density (SLQ), smallest vs largest batch")
     return fig
 
 
@@ -180,7 +181,7 @@ def _log_log_panel(ax, final: pd.DataFrame, key: str, color: str, *, legend: str
     ax.legend(fontsize=7)
 
 
-def _curvature_figure(final: pd.DataFrame, n_seeds: int, updates: str):
+def _curvature_figure(final: pd.DataFrame, n_seeds: int, updates: str, image_set: str):
     """λ_max and trace of the Hessian on the sharpness subset, each on its own log axis, so with geometric
     means and intervals (an arithmetic interval of two positive values easily reaches below zero)."""
     fig, axes = subplots(1, 2, width=6.2, height=3.8)
@@ -189,8 +190,8 @@ def _curvature_figure(final: pd.DataFrame, n_seeds: int, updates: str):
         _log_log_panel(ax, final, key, color, legend=f"{label}, geometric",
                        ylabel=f"Hessian {label.split(' ')[0]} of the training cross-entropy")
         ax.set_title(f"Hessian {label}")
-    fig.suptitle(f"Hessian at the final weights on the sharpness subset, {seeds_text(n_seeds)} each; same epochs "
-                 f"for every batch size (updates: {updates})", fontsize=9)
+    fig.suptitle(f"{image_set} MLP: Hessian at the final weights on the sharpness subset, {seeds_text(n_seeds)} "
+                 f"each; same epochs for every batch size (updates: {updates})", fontsize=9)
     return fig
 
 

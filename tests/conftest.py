@@ -97,6 +97,15 @@ def check_claim(claim, n_seeds: int, direction: int = +1) -> None:
     assert claim.ci_low <= claim.effect <= claim.ci_high and "Student t" in claim.method
 
 
+def check_figures_name_the_image_set(figures: dict, image_set: str = "MNIST") -> None:
+    """Each figure says which images it is about, in its suptitle or a panel's title: runs on two image sets
+    share one store, and a figure saved on its own must not be taken for the other set's."""
+    for name, figure in figures.items():
+        titles = [figure.get_suptitle(), *(ax.get_title() for ax in figure.axes)]
+        assert any(image_set in title for title in titles), (name, titles)
+        assert image_set != "MNIST" or not any("Fashion-MNIST" in title for title in titles), (name, titles)
+
+
 @pytest.fixture(autouse=True)
 def closed_figures():
     """Figures a test draws are closed after it: pyplot keeps every open figure alive for the whole session."""

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import check_claim, hw1track, run_quick
+from conftest import check_claim, check_figures_name_the_image_set, hw1track, run_quick
 from scipy import stats
 
 from analysis import part1_3b as analysis
@@ -90,6 +90,7 @@ def test_quick_sweep_varies_only_the_dense_width_and_logs_full_set_final_metrics
     assert all(claim.id in drawn.stdout for claim in logged_claims)
 
     figures = analysis.figures(reader, parent)
+    check_figures_name_the_image_set(figures)
     # each width is one point per split: the mean of its seeds with a 95 % t interval as its error bar
     (axes,) = figures["loss_vs_params"].axes
     assert axes.get_xscale() == "log" and seeds_text(n_seeds) in axes.get_title()

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import check_claim, hw1track, run_quick
+from conftest import check_claim, check_figures_name_the_image_set, hw1track, run_quick
 from matplotlib.collections import PolyCollection
 from matplotlib.contour import ContourSet
 from scipy import stats
@@ -99,6 +99,7 @@ def test_quick_run_logs_both_pairs_through_their_models_and_a_surface_around_eac
     assert [claim.id for claim in logged_claims] == CLAIM_IDS
 
     drawn = analysis.figures(reader, parent)
+    check_figures_name_the_image_set(drawn)
     _check_interpolation_figure(drawn["interpolation"], curve, n_seeds)
     _check_surface_figure(drawn["loss_surface"], surface)
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import check_claim, hw1track, run_quick
+from conftest import check_claim, check_figures_name_the_image_set, hw1track, run_quick
 from scipy import stats
 
 from analysis import part1_3c_ii as analysis
@@ -108,7 +108,9 @@ def test_quick_run_logs_updates_sensitivity_and_sharpness_and_analysis_draws_the
     assert sorted(p.name for p in (out / "part1_3c_ii").iterdir()) == drawn_names
     assert {a.path for a in reader.client.list_artifacts(parent_id, "figures")} == {
         f"figures/{name}" for name in drawn_names}
-    (density_axes,) = analysis.figures(reader, parent)["hessian_density"].axes
+    figures = analysis.figures(reader, parent)
+    check_figures_name_the_image_set(figures)
+    (density_axes,) = figures["hessian_density"].axes
     assert len(density_axes.lines) == 2 * n_seeds  # smallest and largest batch, one line per seed
     assert [text.get_text() for text in density_axes.get_legend().get_texts()] == [
         f"batch {b} ({seeds_text(n_seeds)}, one line each)" for b in (10, 1510)]
