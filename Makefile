@@ -43,8 +43,8 @@ bench-replicates: setup  ## each experiment at --seeds 1 vs --seeds k, side by s
 	$(BIN)/python benchmarks/replicates.py --preset $(PRESET)
 
 EXECUTOR ?= local
-bench-study: setup  ## the whole study as one run all (PRESET, EXECUTOR=local|ray): wall time and each experiment's span, into BENCHMARKS_STUDY.md
-	$(BIN)/python benchmarks/study_time.py --preset $(PRESET) --executor $(EXECUTOR)
+bench-study: setup  ## the whole study as one run all (PRESET, EXECUTOR=local|ray, SEEDS=3 or 1,3): wall time and each experiment's span, into BENCHMARKS_STUDY.md
+	$(BIN)/python benchmarks/study_time.py --preset $(PRESET) --executor $(EXECUTOR) $(if $(SEEDS),--seeds $(SEEDS))
 
 clean-store:  ## delete the local tracking store (database and artifacts)
 	rm -rf mlflow.db mlruns figures
