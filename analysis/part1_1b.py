@@ -55,8 +55,8 @@ def figures(reader: StoreReader, parent: Run) -> dict:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if n_seeds > 1:
                 ax.set_title(f"{split} set")
+        limit_to_lines(*dict.fromkeys(panels.values()))  # on the shared y-axis, every panel's lines
         for ax in dict.fromkeys(panels.values()):
-            limit_to_lines(ax)
             ax.legend(ncol=2 if n_seeds == 1 else 1, fontsize=7)
         figures["loss" if metric == "loss" else "accuracy"] = fig
     return figures

@@ -4,6 +4,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -220,6 +221,10 @@ def test_part1_1b_logs_full_set_metrics_per_epoch_and_draws_bands_and_a_claim(st
         for ax in figure.axes:
             assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 3
             assert sum("mean of 2 seeds, 95% CI" in text for text in _legend_texts(ax)) == 3
+            # the panels share their y-axis, and no panel's mean curve runs off it (bands may)
+            low, high = ax.get_ylim()
+            drawn = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()])
+            assert low <= drawn.min() and drawn.max() <= high
 
     (claim,) = analysis_1b.claims(reader, parent)
     assert claim.id == "part1_1b.deepest_beats_shallowest" and claim.verdict in VERDICTS

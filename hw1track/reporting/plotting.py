@@ -149,14 +149,17 @@ def bounded_interval(values, low: float = float("-inf"), high: float = float("in
     return Interval(found.mean, min(max(found.low, low), high), max(min(found.high, high), low), found.n)
 
 
-def limit_to_lines(ax, *, margin: float = 0.05) -> None:
+def limit_to_lines(*axes, margin: float = 0.05) -> None:
     """Fit the y-axis to the drawn lines (means and single seeds), letting wider 95 % bands run off the panel.
 
     With two or three seeds the t factor makes a band span decades; scaled to
     the band, the curves it surrounds would be squeezed flat. A band cut at the
-    edge still says "wider than this".
+    edge still says "wider than this". Panels that share a y-axis are passed
+    together: fitted one at a time, the last would set the limits for all and
+    cut the others' lines off.
     """
-    values = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+    ax = axes[0]
+    values = [np.asarray(line.get_ydata(), dtype=float) for panel in axes for line in panel.get_lines()]
     values = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([])
     if ax.get_yscale() == "log":
         values = values[values > 0]
@@ -166,7 +169,9 @@ def limit_to_lines(ax, *, margin: float = 0.05) -> None:
     if ax.get_yscale() == "log":
         low, high = np.log10(low), np.log10(high)
         pad = max(high - low, 0.1) * margin
-        ax.set_ylim(10 ** (low - pad), 10 ** (high + pad))
+        limits = 10 ** (low - pad), 10 ** (high + pad)
     else:
         pad = max(high - low, 1e-12) * margin
-        ax.set_ylim(low - pad, high + pad)
+        limits = low - pad, high + pad
+    for panel in axes:
+        panel.set_ylim(*limits)
