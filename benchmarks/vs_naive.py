@@ -360,8 +360,9 @@ class TrackedChild:
 
 class AccountedChild(TrackedChild):
     """A tracked child whose tracking is timed from the inside: the main thread's wall time in starting and
-    ending the runs and in every call on the run, and the CPU time of the threads tracking starts (MLflow's
-    system-metrics monitor). Counted within one run, this share does not depend on how fast the machine
+    ending the runs and in every call on the run, and the CPU time of the process's other Python threads
+    (MLflow's system-metrics monitor; any other thread is charged to tracking too, which errs high).
+    Counted within one run, this share does not depend on how fast the machine
     happened to be, where the difference between a tracked and an untracked run does: on a shared
     machine identical runs differ by far more than the 3 % to be resolved."""
 
